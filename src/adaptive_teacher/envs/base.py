@@ -1,0 +1,328 @@
+"""The discrete environment interface and its generic, batched samplers.
+
+A discrete environment is a DAG over tensor states with a single initial state s0. Forward actions
+``0..n_actions-2`` move to a child; the last forward action is *stop*, which ends the trajectory and
+makes the current state the terminal object x. Backward actions ``0..n_backward_actions-1`` move to a
+parent. A subclass supplies masks, transitions, a featurisation and a reward; this module supplies
+everything else: forward rollouts (optionally epsilon-uniform), backward rollouts with P_B, the
+batched recomputation of per-step log-probabilities for the loss, and trajectory splicing for local
+search. Nothing here loops over individual states in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from adaptive_teacher.errors import RewardError
+
+
+@dataclass
+class Trajectories:
+    """A batch of complete trajectories, padded to a common length.
+
+    ``states[:, t+1]`` follows ``states[:, t]`` by ``actions[:, t]`` for ``t < lengths``; the last valid
+    transition (``t = lengths-1``) is *stop*, whose successor is the terminal state itself. Padding
+    actions are ``-1``. ``log_reward`` is float64 and may be ``None`` until the reward is computed.
+    """
+
+    states: Tensor
+    actions: Tensor
+    lengths: Tensor
+    log_reward: Tensor | None = None
+
+    @property
+    def terminal(self) -> Tensor:
+        rows = torch.arange(self.states.shape[0], device=self.states.device)
+        return self.states[rows, self.lengths - 1]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.states.shape[0])
+
+    def valid(self) -> Tensor:
+        """[B, L] mask of real (non-padding) transitions."""
+        steps = torch.arange(self.actions.shape[1], device=self.actions.device)
+        return steps[None, :] < self.lengths[:, None]
+
+    def select(self, rows: Tensor) -> Trajectories:
+        lr = None if self.log_reward is None else self.log_reward[rows]
+        return Trajectories(self.states[rows], self.actions[rows], self.lengths[rows], lr)
+
+
+def concat_trajectories(parts: list[Trajectories]) -> Trajectories:
+    """Stack batches with different padded lengths into one."""
+    length = max(p.actions.shape[1] for p in parts)
+    states, actions = [], []
+    for p in parts:
+        pad = length - p.actions.shape[1]
+        if pad:
+            last = p.states[:, -1:].expand(-1, pad, *p.states.shape[2:])
+            states.append(torch.cat([p.states, last], 1))
+            actions.append(torch.cat([p.actions, p.actions.new_full((p.batch_size, pad), -1)], 1))
+        else:
+            states.append(p.states)
+            actions.append(p.actions)
+    rewards = None if any(p.log_reward is None for p in parts) else torch.cat([p.log_reward for p in parts])
+    return Trajectories(torch.cat(states), torch.cat(actions), torch.cat([p.lengths for p in parts]), rewards)
+
+
+@dataclass
+class StepLogProbs:
+    """Per-transition log-probabilities, zero on padding. ``log_flow`` is log F(s_t) (DB only)."""
+
+    log_pf: Tensor
+    log_pb: Tensor
+    log_flow: Tensor | None
+    valid: Tensor
+
+
+class DiscreteEnv(ABC):
+    """Base class of discrete, DAG-structured environments with batched tensor states."""
+
+    n_actions: int  # forward actions, the last one is stop
+    n_backward_actions: int
+    max_length: int  # the most transitions (stop included) any trajectory can take
+    n_features: int
+    state_dtype: torch.dtype = torch.long
+
+    # ---- to be provided by a subclass -------------------------------------------------------------
+    @abstractmethod
+    def initial_states(self, n: int) -> Tensor: ...
+
+    @abstractmethod
+    def forward_mask(self, states: Tensor) -> Tensor:
+        """[n, n_actions] bool: which forward actions are allowed (stop included)."""
+
+    @abstractmethod
+    def backward_mask(self, states: Tensor) -> Tensor:
+        """[n, n_backward_actions] bool: which parents exist (all False at s0)."""
+
+    @abstractmethod
+    def step(self, states: Tensor, actions: Tensor) -> Tensor:
+        """Apply non-stop forward actions."""
+
+    @abstractmethod
+    def backward_step(self, states: Tensor, backward_actions: Tensor) -> Tensor:
+        """Move to the parent chosen by each backward action."""
+
+    @abstractmethod
+    def backward_action(self, states: Tensor, actions: Tensor) -> Tensor:
+        """The backward action that undoes forward ``actions`` taken from ``states``."""
+
+    @abstractmethod
+    def forward_action(self, parents: Tensor, backward_actions: Tensor) -> Tensor:
+        """The forward action that leads from ``parents`` back to the child a backward action came from."""
+
+    @abstractmethod
+    def features(self, states: Tensor) -> Tensor:
+        """[n, n_features] float32 network input."""
+
+    @abstractmethod
+    def reward(self, x: Tensor) -> Tensor:
+        """R(x) >= 0 of terminal states, float64 [n]."""
+
+    @abstractmethod
+    def state_key(self, states: Tensor) -> Tensor:
+        """A unique int64 key per state (for de-duplication and mode counting)."""
+
+    def is_initial(self, states: Tensor) -> Tensor:
+        return ~self.backward_mask(states).any(-1)
+
+    def enumerate_states(self) -> Tensor | None:
+        """Every reachable state (terminal or not), or None when the space is too large."""
+        return None
+
+    def level(self, states: Tensor) -> Tensor:
+        """Number of forward transitions from s0 to each state (for exact dynamic programming)."""
+        raise NotImplementedError
+
+    def is_mode(self, x: Tensor) -> Tensor:
+        """Which terminal states count as modes (default: none)."""
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    n_modes: int | None = None
+
+    def log_partition(self) -> float | None:
+        """log Z = log Σ_x R(x) over every terminal state, or None when the space is too large."""
+        states = self.enumerate_states()
+        if states is None:
+            return None
+        terminal = states[self.forward_mask(states)[:, self.stop]]
+        return float(torch.logsumexp(self.log_reward(terminal), 0))
+
+    # ---- generic machinery ------------------------------------------------------------------------
+    @property
+    def stop(self) -> int:
+        return self.n_actions - 1
+
+    def log_reward(self, x: Tensor) -> Tensor:
+        """log R(x) in float64; a NaN, infinite, zero or negative reward raises RewardError naming x."""
+        r = self.reward(x).to(torch.float64)
+        bad = ~torch.isfinite(r) | (r <= 0)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise RewardError(
+                f"reward {r[i].item()!r} at state {x[i].tolist()} ({int(bad.sum())} of {len(r)} bad in the batch): "
+                "rewards must be finite and > 0; add a small floor such as 1e-8 to your reward function"
+            )
+        return r.log()
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        model: torch.nn.Module,
+        n: int | None = None,
+        start: Tensor | None = None,
+        eps: float = 0.0,
+        temperature: float = 1.0,
+    ) -> Trajectories:
+        """Sample trajectories forward with ``model`` from s0 (``n`` of them) or from ``start`` states.
+
+        With ``eps > 0`` each action comes from (1-eps)·P_F + eps·Uniform(valid actions).
+        """
+        states = self.initial_states(n) if start is None else start.clone()
+        batch = states.shape[0]
+        dev = states.device
+        done = torch.zeros(batch, dtype=torch.bool, device=dev)
+        lengths = torch.zeros(batch, dtype=torch.long, device=dev)
+        all_states, all_actions = [states], []
+        n_forward = self.n_actions
+        for _ in range(self.max_length):
+            mask = self.forward_mask(states)
+            logits = model(self.features(states))[:, :n_forward]
+            if temperature != 1.0:
+                logits = logits / temperature
+            probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
+            if eps > 0:
+                probs = (1 - eps) * probs + eps * mask / mask.sum(-1, keepdim=True)
+            actions = torch.multinomial(probs, 1).squeeze(-1)
+            actions = actions.masked_fill(done, -1)
+            moving = (actions >= 0) & (actions != self.stop)
+            nxt = states.clone()
+            if bool(moving.any()):
+                nxt[moving] = self.step(states[moving], actions[moving])
+            lengths += (~done).long()
+            done = done | (actions == self.stop)
+            all_states.append(nxt)
+            all_actions.append(actions)
+            states = nxt
+            if bool(done.all()):
+                break
+        if not bool(done.all()):
+            raise RuntimeError(f"{type(self).__name__}: a trajectory did not stop within max_length")
+        return Trajectories(torch.stack(all_states, 1), torch.stack(all_actions, 1), lengths)
+
+    @torch.no_grad()
+    def backward_rollout(self, x: Tensor, model: torch.nn.Module | None = None) -> Trajectories:
+        """Sample a trajectory ending in each terminal x with P_B (uniform, or the model's learned P_B)."""
+        batch = x.shape[0]
+        dev = x.device
+        chain, back_actions = [x], []
+        cur = x
+        n_back = torch.zeros(batch, dtype=torch.long, device=dev)
+        for _ in range(self.max_length):
+            mask = self.backward_mask(cur)
+            alive = mask.any(-1)
+            if not bool(alive.any()):
+                break
+            if model is not None and getattr(model, "learn_pb", False):
+                logits = model.split(model(self.features(cur)))[1]
+                probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
+                probs = torch.where(alive[:, None], probs, torch.full_like(probs, 1.0 / probs.shape[1]))
+            else:
+                probs = torch.where(alive[:, None], mask.float(), torch.ones_like(mask, dtype=torch.float))
+            b = torch.multinomial(probs, 1).squeeze(-1)
+            parent = cur.clone()
+            if bool(alive.any()):
+                parent[alive] = self.backward_step(cur[alive], b[alive])
+            fwd = torch.full_like(b, -1)
+            if bool(alive.any()):
+                fwd[alive] = self.forward_action(parent[alive], b[alive])
+            n_back += alive.long()
+            chain.append(parent)
+            back_actions.append(fwd)
+            cur = parent
+        chain_t = torch.stack(chain, 1)  # chain_t[:, k] = state k steps before x
+        k_max = chain_t.shape[1] - 1
+        fwd_actions = torch.stack(back_actions, 1) if back_actions else x.new_zeros((batch, 0), dtype=torch.long)
+        # Forward order: states[t] = chain[n - t] for t <= n, then x (the stop successor) as padding.
+        t = torch.arange(k_max + 2, device=dev)
+        src = (n_back[:, None] - t[None, :]).clamp(min=0)
+        idx = src.view(batch, -1, *([1] * (x.dim() - 1))).expand(-1, -1, *x.shape[1:])
+        states = chain_t.gather(1, idx)
+        ta = torch.arange(k_max + 1, device=dev)
+        a_src = (n_back[:, None] - ta[None, :] - 1).clamp(min=0)
+        actions = (
+            fwd_actions.gather(1, a_src.clamp(max=max(k_max - 1, 0))) if k_max > 0 else fwd_actions.new_zeros((batch, 1))
+        )
+        actions = torch.where(ta[None, :] < n_back[:, None], actions, torch.full_like(actions, -1))
+        actions = torch.where(ta[None, :] == n_back[:, None], torch.full_like(actions, self.stop), actions)
+        return Trajectories(states, actions, n_back + 1)
+
+    def log_probs(self, model: torch.nn.Module, traj: Trajectories) -> StepLogProbs:
+        """Per-step log P_F, log P_B (and log F) of ``traj`` under ``model`` in one batched network pass."""
+        states, actions = traj.states, traj.actions
+        batch, length = actions.shape
+        valid = traj.valid()
+        sources = states[:, :length]
+        flat_valid = valid.reshape(-1)
+        src_flat = sources.reshape(batch * length, *states.shape[2:])
+        out_valid = model(self.features(src_flat[flat_valid]))
+        out = out_valid.new_zeros((batch * length, out_valid.shape[1]))
+        out[flat_valid] = out_valid
+        fwd_logits, bwd_logits, log_flow = model.split(out)
+
+        fmask = self.forward_mask(src_flat)
+        log_p = torch.log_softmax(fwd_logits.masked_fill(~fmask, -math.inf), -1)
+        a = actions.reshape(-1).clamp(min=0)
+        log_pf = log_p.gather(1, a[:, None]).squeeze(1).view(batch, length)
+        log_pf = torch.where(valid, log_pf, torch.zeros_like(log_pf))
+
+        moved = valid & (actions != self.stop)
+        children = states[:, 1 : length + 1].reshape(batch * length, *states.shape[2:])
+        bmask = self.backward_mask(children)
+        if bwd_logits is None:
+            log_pb = -bmask.sum(-1).clamp(min=1).to(log_pf.dtype).log().view(batch, length)
+        else:
+            # The child of transition t is the source of transition t+1, so its logits sit one step later.
+            child_logits = torch.cat([bwd_logits.view(batch, length, -1)[:, 1:], bwd_logits.new_zeros(
+                (batch, 1, bwd_logits.shape[1]))], 1).reshape(batch * length, -1)
+            log_b = torch.log_softmax(child_logits.masked_fill(~bmask, -math.inf), -1)
+            b = self.backward_action(src_flat, a).clamp(min=0)
+            log_pb = log_b.gather(1, b[:, None]).squeeze(1).view(batch, length)
+        log_pb = torch.where(moved, log_pb, torch.zeros_like(log_pb))
+        flow = None if log_flow is None else log_flow.view(batch, length)
+        return StepLogProbs(log_pf, log_pb, flow, valid)
+
+    def splice(self, prefix: Trajectories, keep: Tensor, suffix: Trajectories) -> Trajectories:
+        """Trajectory = the first ``keep`` transitions of ``prefix`` followed by ``suffix``.
+
+        ``suffix`` must start at ``prefix.states[:, keep]``.
+        """
+        batch = prefix.batch_size
+        dev = prefix.states.device
+        lengths = keep + suffix.lengths
+        total = int(lengths.max())
+        t = torch.arange(total + 1, device=dev)[None, :]
+        use_prefix = t <= keep[:, None]
+        extra = [1] * (prefix.states.dim() - 2)
+        trail = prefix.states.shape[2:]
+        p_idx = t.clamp(max=prefix.states.shape[1] - 1).expand(batch, -1)
+        s_idx = (t - keep[:, None]).clamp(min=0, max=suffix.states.shape[1] - 1)
+        p_states = prefix.states.gather(1, p_idx.view(batch, -1, *extra).expand(-1, -1, *trail))
+        s_states = suffix.states.gather(1, s_idx.view(batch, -1, *extra).expand(-1, -1, *trail))
+        states = torch.where(use_prefix.view(batch, -1, *extra), p_states, s_states)
+        ta = t[:, :total]
+        pa = prefix.actions.gather(1, ta.clamp(max=prefix.actions.shape[1] - 1).expand(batch, -1))
+        sa = suffix.actions.gather(1, (ta - keep[:, None]).clamp(min=0, max=suffix.actions.shape[1] - 1))
+        actions = torch.where(ta < keep[:, None], pa, sa)
+        actions = torch.where(ta < lengths[:, None], actions, torch.full_like(actions, -1))
+        return Trajectories(states, actions, lengths)
+
+    def with_rewards(self, traj: Trajectories) -> Trajectories:
+        return replace(traj, log_reward=self.log_reward(traj.terminal))

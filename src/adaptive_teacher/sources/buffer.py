@@ -1,0 +1,80 @@
+"""Replay buffer of terminal states with rank-based prioritised sampling (PRT / PER).
+
+Sampling weight of the item of rank r (0 = highest priority) among N: 1 / (0.01·N + r)
+(Tripp et al., 2020, as used by Kim et al., 2025). States are de-duplicated by key: a state seen again gets
+its newest priority. When full, the oldest insertions are evicted first (FIFO).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class ReplayBuffer:
+    def __init__(self, capacity: int, state_shape: tuple[int, ...], state_dtype: torch.dtype = torch.long):
+        if capacity < 1:
+            raise ValueError("buffer capacity must be >= 1")
+        self.capacity = int(capacity)
+        self.states = torch.zeros((0, *state_shape), dtype=state_dtype)
+        self.keys = torch.zeros(0, dtype=torch.long)
+        self.priority = torch.zeros(0, dtype=torch.float64)
+        self.log_reward = torch.zeros(0, dtype=torch.float64)
+        self.inserted = torch.zeros(0, dtype=torch.long)
+        self._clock = 0
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def add(self, states: Tensor, keys: Tensor, priority: Tensor, log_reward: Tensor) -> None:
+        """Insert a batch; duplicates (within the batch or already stored) keep the newest priority."""
+        # Within the batch keep the last occurrence of each key.
+        order = torch.arange(len(keys))
+        uniq, inv = torch.unique(keys, return_inverse=True)
+        last = torch.full((len(uniq),), -1, dtype=torch.long).scatter_reduce(0, inv, order, "amax")
+        states, keys = states[last], keys[last]
+        priority, log_reward = priority[last].to(torch.float64), log_reward[last].to(torch.float64)
+        stamp = self._clock + torch.arange(len(keys))
+        self._clock += len(keys)
+
+        present = torch.isin(keys, self.keys)
+        if bool(present.any()):
+            sorted_keys, perm = torch.sort(self.keys)
+            pos = perm[torch.searchsorted(sorted_keys, keys[present])]
+            self.priority[pos] = priority[present]
+            self.inserted[pos] = stamp[present]
+        fresh = ~present
+        self.states = torch.cat([self.states, states[fresh]])
+        self.keys = torch.cat([self.keys, keys[fresh]])
+        self.priority = torch.cat([self.priority, priority[fresh]])
+        self.log_reward = torch.cat([self.log_reward, log_reward[fresh]])
+        self.inserted = torch.cat([self.inserted, stamp[fresh]])
+        overflow = len(self) - self.capacity
+        if overflow > 0:
+            keep = torch.sort(torch.argsort(self.inserted, stable=True)[overflow:]).values
+            for name in ("states", "keys", "priority", "log_reward", "inserted"):
+                setattr(self, name, getattr(self, name)[keep])
+
+    def update_priority(self, keys: Tensor, priority: Tensor) -> None:
+        sorted_keys, perm = torch.sort(self.keys)
+        pos = torch.searchsorted(sorted_keys, keys).clamp(max=len(self) - 1)
+        hit = sorted_keys[pos] == keys
+        self.priority[perm[pos[hit]]] = priority[hit].to(torch.float64)
+
+    def sampling_weights(self) -> Tensor:
+        n = len(self)
+        rank = torch.empty(n, dtype=torch.float64)
+        rank[torch.argsort(self.priority, descending=True, stable=True)] = torch.arange(n, dtype=torch.float64)
+        return 1.0 / (0.01 * n + rank)
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor]:
+        """n states (with replacement) and their stored log-rewards."""
+        idx = torch.multinomial(self.sampling_weights(), n, replacement=True)
+        return self.states[idx], self.log_reward[idx]
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("states", "keys", "priority", "log_reward", "inserted", "_clock")}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)

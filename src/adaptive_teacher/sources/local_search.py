@@ -1,0 +1,64 @@
+"""Back-and-forth local search (LS-GFN, Kim et al., ICLR 2024).
+
+Each iteration takes a fresh P_B trajectory to the current x, destroys its back half (the last
+``back_ratio`` of its moves), rebuilds from there with a forward policy, and accepts the proposal x'
+greedily (score(x') >= score(x)) or by Metropolis–Hastings with proposal q(x'|x) = P_B(s|x)·P_F(x'|s):
+    log A = score(x') − score(x) + [Σ log P_B − Σ log P_F](s→x') − [Σ log P_B − Σ log P_F](s→x).
+The score is log R for the Student and log R_T for the Teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from adaptive_teacher.envs.base import DiscreteEnv, Trajectories, concat_trajectories
+
+ScoreFn = Callable[[Trajectories], torch.Tensor]
+
+
+def _suffix_log_ratio(env: DiscreteEnv, model: nn.Module, traj: Trajectories, keep: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        lp = env.log_probs(model, traj)
+    steps = torch.arange(lp.log_pf.shape[1])[None, :]
+    in_suffix = (steps >= keep[:, None]).to(lp.log_pf.dtype)
+    return ((lp.log_pb - lp.log_pf) * in_suffix).sum(1).to(torch.float64)
+
+
+def back_and_forth(
+    env: DiscreteEnv,
+    model: nn.Module,
+    traj: Trajectories,
+    score_fn: ScoreFn,
+    iterations: int = 4,
+    back_ratio: float = 0.5,
+    accept: str = "greedy",
+    backward_model: nn.Module | None = None,
+) -> tuple[Trajectories, list[Trajectories]]:
+    """Refine ``traj`` (with rewards). Returns the accepted trajectories and every rewarded proposal batch."""
+    if accept not in ("greedy", "mh"):
+        raise ValueError(f"local-search acceptance must be 'greedy' or 'mh' (got {accept!r})")
+    cur, cur_score = traj, score_fn(traj)
+    rows = torch.arange(traj.batch_size)
+    proposals: list[Trajectories] = []
+    for _ in range(iterations):
+        back = env.backward_rollout(cur.terminal, backward_model)
+        back.log_reward = cur.log_reward
+        moves = back.lengths - 1
+        keep = torch.floor(moves.to(torch.float64) * (1.0 - back_ratio)).long()
+        suffix = env.rollout(model, start=back.states[rows, keep])
+        prop = env.with_rewards(env.splice(back, keep, suffix))
+        proposals.append(prop)
+        new_score = score_fn(prop)
+        if accept == "greedy":
+            accepted = new_score >= cur_score
+        else:
+            log_a = (new_score - cur_score) + _suffix_log_ratio(env, model, prop, keep)
+            log_a = log_a - _suffix_log_ratio(env, model, back, keep)
+            accepted = torch.rand(len(log_a), dtype=torch.float64).log() < log_a
+        both = concat_trajectories([prop, back])
+        cur = both.select(torch.where(accepted, rows, rows + traj.batch_size))
+        cur_score = torch.where(accepted, new_score, cur_score)
+    return cur, proposals

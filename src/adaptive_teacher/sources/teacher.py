@@ -1,0 +1,25 @@
+"""The adaptive Teacher's reward (Kim et al., ICLR 2025, eq. 5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def teacher_log_reward(
+    delta: Tensor,
+    log_reward: Tensor,
+    C: float = 19.0,
+    alpha: float = 0.0,
+    eps: float = 1e-3,
+    half_square: bool = False,
+) -> Tensor:
+    """log R_T(x) with R_T = log(1 + ε + (1 + C·1[δ>0])·δ²) · R(x)^α.
+
+    δ is the Student's signed TB residual (detached): δ > 0 means the Student under-samples x, and those
+    x are weighted 1 + C times more. ``half_square`` uses ½δ² (the diffusion variant).
+    """
+    delta = delta.detach().to(torch.float64)
+    sq = delta**2 * (0.5 if half_square else 1.0)
+    weight = 1.0 + C * (delta > 0).to(torch.float64)
+    return torch.log(torch.log1p(eps + weight * sq)) + alpha * log_reward.to(torch.float64)

@@ -1,0 +1,367 @@
+"""The trainer: a schedule of behaviour sources feeding one batch per step to the Student and the Teacher.
+
+One step (Kim et al., ICLR 2025, Alg. 1):
+    batch  ← the scheduled source: Student (±ε), Teacher, replay buffer (fresh P_B trajectories) or
+             local search on a Student/Teacher batch
+    δ      ← Student residuals on the batch;  loss_S = mean δ²  → Student step
+    log R_T ← teacher_log_reward(δ detached)  → Teacher TB/DB step on the same batch
+    buffer ← the new terminal states, priority log R (PRT) or log R_T (PER)
+Budgets count reward calls: every terminal state whose reward is computed (Student, Teacher and
+local-search proposals) counts once; replayed states do not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from adaptive_teacher.config import TrainConfig, validate
+from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
+from adaptive_teacher.errors import ConfigError, TrainingDiverged
+from adaptive_teacher.metrics import ExactEvaluator, ModeTracker
+from adaptive_teacher.objectives import detailed_balance, trajectory_balance
+from adaptive_teacher.policies import DiscretePolicy
+from adaptive_teacher.sources import RandomNetworkDistillation, ReplayBuffer, back_and_forth, teacher_log_reward
+from adaptive_teacher.tasks import task_spec
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_schedule(cfg: TrainConfig) -> list[str]:
+    """The cyclic list of sources, as in the paper's grid code.
+
+    Teacher: Student, Student, Teacher, Teacher (no buffer) or Student, replay, Teacher, replay (buffer).
+    TB: Student (no buffer) or Student, replay. Local search refines the exploring source's batch on the
+    last two steps of every 16 (so 1/8 of the Student batches for TB, 1/4 of the Teacher batches).
+    """
+    if cfg.teacher:
+        base = ["student", "replay", "teacher", "replay"] if cfg.buffer != "none" else ["student"] * 2 + ["teacher"] * 2
+    else:
+        base = ["student", "replay"] if cfg.buffer != "none" else ["student"]
+    cycle = (base * 16)[:16]
+    if cfg.local_search:
+        explorer = "teacher" if cfg.teacher else "student"
+        for i in (14, 15):
+            if cycle[i] == explorer:
+                cycle[i] = explorer + "+ls"
+    return cycle
+
+
+def _make_optimizer(model: DiscretePolicy, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
+    groups = [{"params": list(model.net.parameters()) + (extra or []), "lr": lr}, {"params": [model.log_Z], "lr": lr_log_z}]
+    return torch.optim.Adam(groups)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    teacher_loss: float
+
+
+class Trainer:
+    """Trains a Student (and optionally a Teacher) on a discrete environment for a reward-call budget."""
+
+    def __init__(self, env: DiscreteEnv, config: TrainConfig, out_dir: str | Path | None = None):
+        self.env, self.cfg = env, config
+        exact_ok = env.enumerate_states() is not None
+        self.exact = ExactEvaluator(env) if exact_ok else None
+        n_term = self.exact.n_terminal if self.exact is not None else getattr(env, "n_terminal_states", None)
+        validate(config, n_term)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        torch.manual_seed(config.seed)
+
+        def policy() -> DiscretePolicy:
+            return DiscretePolicy(
+                env.n_features, env.n_actions, env.n_backward_actions, config.hidden, config.layers,
+                learn_pb=config.learn_pb, flow_head=config.objective == "db",
+            )
+
+        self.student = policy()
+        self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale) if config.gafn else None
+        extra = list(self.rnd.predictor.parameters()) if self.rnd is not None else None
+        self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra)
+        self.teacher = policy() if config.teacher else None
+        self.opt_teacher = (
+            _make_optimizer(self.teacher, config.teacher_lr or config.lr, config.lr_log_z) if self.teacher else None
+        )
+        self.buffer = None
+        if config.buffer != "none":
+            capacity = config.buffer_size or max(1, int(0.1 * (n_term or 10_000 * config.batch_size)))
+            self.buffer = ReplayBuffer(capacity, tuple(env.initial_states(1).shape[1:]), env.state_dtype)
+        self.modes = ModeTracker(env)
+        self.schedule = build_schedule(config)
+        self.step = 0
+        self.reward_calls = 0
+        self.wall_s = 0.0
+        self.next_eval = 0
+        self._losses: list[float] = []
+        self._teacher_losses: list[float] = []
+        self.history: list[dict[str, Any]] = []
+
+    # ---- batches ----------------------------------------------------------------------------------
+    def _rewarded(self, traj: Trajectories) -> Trajectories:
+        traj = self.env.with_rewards(traj)
+        self.reward_calls += traj.batch_size
+        self.modes.update(traj.terminal)
+        return traj
+
+    def student_delta(self, traj: Trajectories) -> torch.Tensor:
+        with torch.no_grad():
+            return self._objective(self.student, traj, traj.log_reward)[1]
+
+    def _teacher_score(self, traj: Trajectories) -> torch.Tensor:
+        c = self.cfg
+        return teacher_log_reward(self.student_delta(traj), traj.log_reward, c.C, c.alpha, c.teacher_eps)
+
+    def next_batch(self, source: str) -> tuple[Trajectories, bool]:
+        """A batch from ``source``; the flag says whether its terminal states are new (not replayed)."""
+        env, cfg, bs = self.env, self.cfg, self.cfg.batch_size
+        if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
+            x, log_r = self.buffer.sample(bs)
+            traj = env.backward_rollout(x, self.student if cfg.learn_pb else None)
+            traj.log_reward = log_r
+            return traj, False
+        if source == "replay":
+            source = "student"
+        name, _, ls = source.partition("+")
+        model = self.teacher if name == "teacher" else self.student
+        eps = cfg.eps if name == "student" else 0.0
+        traj = self._rewarded(env.rollout(model, bs, eps=eps))
+        if ls:
+            score = self._teacher_score if name == "teacher" else (lambda t: t.log_reward)
+            traj, proposals = back_and_forth(
+                env, model, traj, score, cfg.ls_iterations, cfg.ls_back_ratio, cfg.ls_accept,
+                self.student if cfg.learn_pb else None,
+            )
+            for p in proposals:
+                self.reward_calls += p.batch_size
+                self.modes.update(p.terminal)
+        return traj, True
+
+    # ---- one optimisation step --------------------------------------------------------------------
+    def _objective(self, model: DiscretePolicy, traj: Trajectories, log_reward: torch.Tensor):
+        lp = self.env.log_probs(model, traj)
+        target = log_reward.to(lp.log_pf.dtype)
+        if self.cfg.objective == "db":
+            return detailed_balance(lp, target)
+        return trajectory_balance(lp, model.log_Z, target)
+
+    def _gafn_log_reward(self, traj: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented log-reward log(R(x) + Σ_t r(s_t)) over the visited states s_1..x, and the RND loss."""
+        assert self.rnd is not None
+        t = torch.arange(traj.states.shape[1])[None, :]
+        visited = (t >= 1) & (t < traj.lengths[:, None])
+        feats = self.env.features(traj.states[visited])
+        err = self.rnd.error(feats)
+        intrinsic = torch.zeros(visited.shape, dtype=torch.float64)
+        intrinsic[visited] = self.rnd.scale * err.detach().to(torch.float64)
+        augmented = torch.logaddexp(traj.log_reward, intrinsic.sum(1).log())
+        return augmented, err.mean()
+
+    def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad_norm > 0:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
+        opt.step()
+
+    def train_step(self, traj: Trajectories, is_new: bool) -> StepResult:
+        cfg = self.cfg
+        assert traj.log_reward is not None
+        log_r = traj.log_reward
+        rnd_loss = None
+        if self.rnd is not None:
+            log_r, rnd_loss = self._gafn_log_reward(traj)
+        loss, delta = self._objective(self.student, traj, log_r)
+        total = loss if rnd_loss is None else loss + rnd_loss
+        if not torch.isfinite(total):
+            raise TrainingDiverged(self._diverged_message("Student", float(total)))
+        log_rt = None
+        if self.teacher is not None or cfg.buffer == "teacher_reward":
+            log_rt = teacher_log_reward(delta, traj.log_reward, cfg.C, cfg.alpha, cfg.teacher_eps)
+        self._clip_step(self.opt_student, total)
+        teacher_loss = math.nan
+        if self.teacher is not None:
+            assert log_rt is not None and self.opt_teacher is not None
+            t_loss, _ = self._objective(self.teacher, traj, log_rt)
+            if not torch.isfinite(t_loss):
+                raise TrainingDiverged(self._diverged_message("Teacher", float(t_loss)))
+            self._clip_step(self.opt_teacher, t_loss)
+            teacher_loss = t_loss.item()
+        if self.buffer is not None:
+            priority = log_rt if cfg.buffer == "teacher_reward" else traj.log_reward
+            keys = self.env.state_key(traj.terminal)
+            if is_new:
+                self.buffer.add(traj.terminal, keys, priority, traj.log_reward)
+            elif cfg.buffer == "teacher_reward":
+                self.buffer.update_priority(keys, priority)
+        return StepResult(loss.item(), teacher_loss)
+
+    def _diverged_message(self, who: str, value: float) -> str:
+        where = f" in {self.out_dir}" if self.out_dir is not None else ""
+        return (
+            f"the {who} loss became {value} at step {self.step} ({self.reward_calls} reward calls); "
+            f"the last checkpoint and metrics so far are kept{where}; try a smaller --lr or check the reward"
+        )
+
+    # ---- evaluation -------------------------------------------------------------------------------
+    def log_Z_estimate(self) -> float:
+        if self.cfg.objective == "db":
+            s0 = self.env.initial_states(1)
+            with torch.no_grad():
+                return float(self.student.split(self.student(self.env.features(s0)))[2][0])
+        return float(self.student.log_Z.detach())
+
+    def evaluate(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "step": self.step,
+            "reward_calls": self.reward_calls,
+            "modes_found": len(self.modes),
+            "n_modes": self.env.n_modes,
+            "log_Z": self.log_Z_estimate(),
+            "loss": float(sum(self._losses) / len(self._losses)) if self._losses else None,
+            "teacher_loss": (
+                float(sum(self._teacher_losses) / len(self._teacher_losses)) if self._teacher_losses else None
+            ),
+            "wall_s": round(self.wall_s, 3),
+        }
+        if self.exact is not None:
+            row.update(self.exact.l1(self.student))
+            row["log_Z_true"] = self.exact.log_Z
+            row["log_Z_error"] = abs(row["log_Z"] - self.exact.log_Z)
+        else:
+            row.update({"l1": None, "l1_mean": None, "log_Z_true": None, "log_Z_error": None})
+        if self.buffer is not None:
+            row["buffer_size"] = len(self.buffer)
+        self._losses.clear()
+        self._teacher_losses.clear()
+        return row
+
+    def _eval_threshold(self, i: int) -> int:
+        return (self.cfg.reward_calls * i) // self.cfg.n_evals
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._write_json("config.json", {"task": task_spec(self.env), "config": cfg.to_dict()})
+        show = cfg.progress and sys.stderr.isatty()
+        bar = tqdm(total=cfg.reward_calls, initial=min(self.reward_calls, cfg.reward_calls), unit="calls",
+                   disable=not show, dynamic_ncols=True, desc=cfg.method)
+        try:
+            if self.step == 0 and self.next_eval == 0:
+                self._record(self.evaluate())
+                self.next_eval = 1
+            while self.reward_calls < cfg.reward_calls:
+                t0 = time.perf_counter()
+                before = self.reward_calls
+                traj, is_new = self.next_batch(self.schedule[self.step % len(self.schedule)])
+                result = self.train_step(traj, is_new)
+                self.step += 1
+                self._losses.append(result.loss)
+                if not math.isnan(result.teacher_loss):
+                    self._teacher_losses.append(result.teacher_loss)
+                self.wall_s += time.perf_counter() - t0
+                bar.update(min(self.reward_calls, cfg.reward_calls) - min(before, cfg.reward_calls))
+                if self.reward_calls >= self._eval_threshold(self.next_eval) or self.reward_calls >= cfg.reward_calls:
+                    row = self.evaluate()
+                    bar.set_postfix(modes=row["modes_found"], l1=row["l1"], refresh=False)
+                    while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(self.next_eval):
+                        self.next_eval += 1
+                    self._record(row)
+        finally:
+            bar.close()
+        summary = {
+            **self.history[-1],
+            "method": cfg.method,
+            "task": task_spec(self.env),
+            "seed": cfg.seed,
+            "n_modes": self.env.n_modes,
+            "reward_calls_budget": cfg.reward_calls,
+        }
+        if self.out_dir is not None:
+            self._write_json("summary.json", summary)
+        return summary
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.out_dir is None:
+            return
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.save_checkpoint(self.out_dir / CHECKPOINT)
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        assert self.out_dir is not None
+        tmp = self.out_dir / (name + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, self.out_dir / name)
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "student": self.student.state_dict(),
+            "opt_student": self.opt_student.state_dict(),
+            "teacher": None if self.teacher is None else self.teacher.state_dict(),
+            "opt_teacher": None if self.opt_teacher is None else self.opt_teacher.state_dict(),
+            "rnd": None if self.rnd is None else self.rnd.state_dict(),
+            "buffer": None if self.buffer is None else self.buffer.state_dict(),
+            "modes": sorted(self.modes.found),
+            "step": self.step,
+            "reward_calls": self.reward_calls,
+            "wall_s": self.wall_s,
+            "next_eval": self.next_eval,
+            "history": self.history,
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.student.load_state_dict(d["student"])
+        self.opt_student.load_state_dict(d["opt_student"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(d["teacher"])
+            assert self.opt_teacher is not None
+            self.opt_teacher.load_state_dict(d["opt_teacher"])
+        if self.rnd is not None:
+            self.rnd.load_state_dict(d["rnd"])
+        if self.buffer is not None:
+            self.buffer.load_state_dict(d["buffer"])
+        self.modes.found = set(d["modes"])
+        self.step, self.reward_calls, self.wall_s = d["step"], d["reward_calls"], d["wall_s"]
+        self.next_eval, self.history = d["next_eval"], d["history"]
+        torch.set_rng_state(d["rng"])
+
+    def save_checkpoint(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, env: DiscreteEnv | None = None, reward_calls: int | None = None) -> Trainer:
+        """Continue an interrupted run from its last checkpoint; metrics written after it are dropped."""
+        from adaptive_teacher.tasks import make_task
+
+        out = Path(out_dir)
+        if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
+            raise ConfigError(f"--resume: {out} has no config.json and {CHECKPOINT}; start the run without --resume")
+        saved = json.loads((out / "config.json").read_text())
+        cfg = TrainConfig.from_dict(saved["config"])
+        if reward_calls is not None:
+            cfg.reward_calls = reward_calls
+        trainer = cls(env if env is not None else make_task(saved["task"]), cfg, out)
+        trainer.load_state_dict(torch.load(out / CHECKPOINT, weights_only=False))
+        kept = [json.dumps(r) for r in trainer.history]
+        (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+        return trainer
