@@ -88,12 +88,21 @@ def resolve_config(method: str, **overrides: Any) -> TrainConfig:
 def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
     """Raise ConfigError naming the first impossible option."""
     checks: list[tuple[bool, str]] = [
-        (cfg.method in PRESETS, f"--method: unknown method {cfg.method!r}; choose one of {', '.join(PRESETS)}"),
+        (
+            cfg.method in PRESETS,
+            f"--method: unknown method {cfg.method!r}; choose one of {', '.join(PRESETS)}",
+        ),
         (cfg.reward_calls > 0, f"--reward-calls must be > 0 (got {cfg.reward_calls})"),
         (cfg.batch_size >= 1, f"--batch-size must be >= 1 (got {cfg.batch_size})"),
         (cfg.objective in ("tb", "db"), f"--objective must be 'tb' or 'db' (got {cfg.objective!r})"),
-        (cfg.buffer in BUFFER_PRIORITIES, f"--buffer must be one of {', '.join(BUFFER_PRIORITIES)} (got {cfg.buffer!r})"),
-        (cfg.buffer_size is None or cfg.buffer_size >= 1, f"--buffer-size must be >= 1 (got {cfg.buffer_size})"),
+        (
+            cfg.buffer in BUFFER_PRIORITIES,
+            f"--buffer must be one of {', '.join(BUFFER_PRIORITIES)} (got {cfg.buffer!r})",
+        ),
+        (
+            cfg.buffer_size is None or cfg.buffer_size >= 1,
+            f"--buffer-size must be >= 1 (got {cfg.buffer_size})",
+        ),
         (cfg.ls_iterations >= 1, f"--ls-iterations must be >= 1 (got {cfg.ls_iterations})"),
         (0.0 < cfg.ls_back_ratio <= 1.0, f"--ls-back-ratio must be in (0, 1] (got {cfg.ls_back_ratio})"),
         (cfg.ls_accept in ("greedy", "mh"), f"--ls-accept must be 'greedy' or 'mh' (got {cfg.ls_accept!r})"),

@@ -31,7 +31,12 @@ from adaptive_teacher.errors import ConfigError, TrainingDiverged
 from adaptive_teacher.metrics import ExactEvaluator, ModeTracker
 from adaptive_teacher.objectives import detailed_balance, trajectory_balance
 from adaptive_teacher.policies import DiscretePolicy
-from adaptive_teacher.sources import RandomNetworkDistillation, ReplayBuffer, back_and_forth, teacher_log_reward
+from adaptive_teacher.sources import (
+    RandomNetworkDistillation,
+    ReplayBuffer,
+    back_and_forth,
+    teacher_log_reward,
+)
 from adaptive_teacher.tasks import task_spec
 
 CHECKPOINT = "checkpoint.pt"
@@ -45,7 +50,11 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     last two steps of every 16 (so 1/8 of the Student batches for TB, 1/4 of the Teacher batches).
     """
     if cfg.teacher:
-        base = ["student", "replay", "teacher", "replay"] if cfg.buffer != "none" else ["student"] * 2 + ["teacher"] * 2
+        base = (
+            ["student", "replay", "teacher", "replay"]
+            if cfg.buffer != "none"
+            else ["student"] * 2 + ["teacher"] * 2
+        )
     else:
         base = ["student", "replay"] if cfg.buffer != "none" else ["student"]
     cycle = (base * 16)[:16]
@@ -57,8 +66,13 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     return cycle
 
 
-def _make_optimizer(model: DiscretePolicy, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
-    groups = [{"params": list(model.net.parameters()) + (extra or []), "lr": lr}, {"params": [model.log_Z], "lr": lr_log_z}]
+def _make_optimizer(
+    model: DiscretePolicy, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None
+):
+    groups = [
+        {"params": list(model.net.parameters()) + (extra or []), "lr": lr},
+        {"params": [model.log_Z], "lr": lr_log_z},
+    ]
     return torch.optim.Adam(groups)
 
 
@@ -82,8 +96,13 @@ class Trainer:
 
         def policy() -> DiscretePolicy:
             return DiscretePolicy(
-                env.n_features, env.n_actions, env.n_backward_actions, config.hidden, config.layers,
-                learn_pb=config.learn_pb, flow_head=config.objective == "db",
+                env.n_features,
+                env.n_actions,
+                env.n_backward_actions,
+                config.hidden,
+                config.layers,
+                learn_pb=config.learn_pb,
+                flow_head=config.objective == "db",
             )
 
         self.student = policy()
@@ -92,7 +111,9 @@ class Trainer:
         self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra)
         self.teacher = policy() if config.teacher else None
         self.opt_teacher = (
-            _make_optimizer(self.teacher, config.teacher_lr or config.lr, config.lr_log_z) if self.teacher else None
+            _make_optimizer(self.teacher, config.teacher_lr or config.lr, config.lr_log_z)
+            if self.teacher
+            else None
         )
         self.buffer = None
         if config.buffer != "none":
@@ -140,7 +161,13 @@ class Trainer:
         if ls:
             score = self._teacher_score if name == "teacher" else (lambda t: t.log_reward)
             traj, proposals = back_and_forth(
-                env, model, traj, score, cfg.ls_iterations, cfg.ls_back_ratio, cfg.ls_accept,
+                env,
+                model,
+                traj,
+                score,
+                cfg.ls_iterations,
+                cfg.ls_back_ratio,
+                cfg.ls_accept,
                 self.student if cfg.learn_pb else None,
             )
             for p in proposals:
@@ -258,8 +285,14 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._write_json("config.json", {"task": task_spec(self.env), "config": cfg.to_dict()})
         show = cfg.progress and sys.stderr.isatty()
-        bar = tqdm(total=cfg.reward_calls, initial=min(self.reward_calls, cfg.reward_calls), unit="calls",
-                   disable=not show, dynamic_ncols=True, desc=cfg.method)
+        bar = tqdm(
+            total=cfg.reward_calls,
+            initial=min(self.reward_calls, cfg.reward_calls),
+            unit="calls",
+            disable=not show,
+            dynamic_ncols=True,
+            desc=cfg.method,
+        )
         try:
             if self.step == 0 and self.next_eval == 0:
                 self._record(self.evaluate())
@@ -275,10 +308,15 @@ class Trainer:
                     self._teacher_losses.append(result.teacher_loss)
                 self.wall_s += time.perf_counter() - t0
                 bar.update(min(self.reward_calls, cfg.reward_calls) - min(before, cfg.reward_calls))
-                if self.reward_calls >= self._eval_threshold(self.next_eval) or self.reward_calls >= cfg.reward_calls:
+                if (
+                    self.reward_calls >= self._eval_threshold(self.next_eval)
+                    or self.reward_calls >= cfg.reward_calls
+                ):
                     row = self.evaluate()
                     bar.set_postfix(modes=row["modes_found"], l1=row["l1"], refresh=False)
-                    while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(self.next_eval):
+                    while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(
+                        self.next_eval
+                    ):
                         self.next_eval += 1
                     self._record(row)
         finally:
@@ -349,13 +387,17 @@ class Trainer:
         os.replace(tmp, path)
 
     @classmethod
-    def resume(cls, out_dir: str | Path, env: DiscreteEnv | None = None, reward_calls: int | None = None) -> Trainer:
+    def resume(
+        cls, out_dir: str | Path, env: DiscreteEnv | None = None, reward_calls: int | None = None
+    ) -> Trainer:
         """Continue an interrupted run from its last checkpoint; metrics written after it are dropped."""
         from adaptive_teacher.tasks import make_task
 
         out = Path(out_dir)
         if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
-            raise ConfigError(f"--resume: {out} has no config.json and {CHECKPOINT}; start the run without --resume")
+            raise ConfigError(
+                f"--resume: {out} has no config.json and {CHECKPOINT}; start the run without --resume"
+            )
         saved = json.loads((out / "config.json").read_text())
         cfg = TrainConfig.from_dict(saved["config"])
         if reward_calls is not None:

@@ -249,7 +249,9 @@ class DiscreteEnv(ABC):
             cur = parent
         chain_t = torch.stack(chain, 1)  # chain_t[:, k] = state k steps before x
         k_max = chain_t.shape[1] - 1
-        fwd_actions = torch.stack(back_actions, 1) if back_actions else x.new_zeros((batch, 0), dtype=torch.long)
+        fwd_actions = (
+            torch.stack(back_actions, 1) if back_actions else x.new_zeros((batch, 0), dtype=torch.long)
+        )
         # Forward order: states[t] = chain[n - t] for t <= n, then x (the stop successor) as padding.
         t = torch.arange(k_max + 2, device=dev)
         src = (n_back[:, None] - t[None, :]).clamp(min=0)
@@ -258,7 +260,9 @@ class DiscreteEnv(ABC):
         ta = torch.arange(k_max + 1, device=dev)
         a_src = (n_back[:, None] - ta[None, :] - 1).clamp(min=0)
         actions = (
-            fwd_actions.gather(1, a_src.clamp(max=max(k_max - 1, 0))) if k_max > 0 else fwd_actions.new_zeros((batch, 1))
+            fwd_actions.gather(1, a_src.clamp(max=max(k_max - 1, 0)))
+            if k_max > 0
+            else fwd_actions.new_zeros((batch, 1))
         )
         actions = torch.where(ta[None, :] < n_back[:, None], actions, torch.full_like(actions, -1))
         actions = torch.where(ta[None, :] == n_back[:, None], torch.full_like(actions, self.stop), actions)
@@ -290,8 +294,13 @@ class DiscreteEnv(ABC):
             log_pb = -bmask.sum(-1).clamp(min=1).to(log_pf.dtype).log().view(batch, length)
         else:
             # The child of transition t is the source of transition t+1, so its logits sit one step later.
-            child_logits = torch.cat([bwd_logits.view(batch, length, -1)[:, 1:], bwd_logits.new_zeros(
-                (batch, 1, bwd_logits.shape[1]))], 1).reshape(batch * length, -1)
+            child_logits = torch.cat(
+                [
+                    bwd_logits.view(batch, length, -1)[:, 1:],
+                    bwd_logits.new_zeros((batch, 1, bwd_logits.shape[1])),
+                ],
+                1,
+            ).reshape(batch * length, -1)
             log_b = torch.log_softmax(child_logits.masked_fill(~bmask, -math.inf), -1)
             b = self.backward_action(src_flat, a).clamp(min=0)
             log_pb = log_b.gather(1, b[:, None]).squeeze(1).view(batch, length)

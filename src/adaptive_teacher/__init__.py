@@ -1,0 +1,34 @@
+"""adaptive-teacher: amortized samplers (GFlowNets) trained with an adaptive Teacher (Kim et al., ICLR 2025)."""
+
+from adaptive_teacher.api import Sampler, TrainResult, load, train
+from adaptive_teacher.config import PRESETS, TrainConfig, resolve_config
+from adaptive_teacher.envs import DeceptiveGrid, DiscreteEnv, Hypergrid, Trajectories
+from adaptive_teacher.errors import (
+    AdaptiveTeacherError,
+    ConfigError,
+    DataError,
+    RewardError,
+    TrainingDiverged,
+)
+from adaptive_teacher.trainer import Trainer
+
+__all__ = [
+    "train",
+    "load",
+    "Sampler",
+    "TrainResult",
+    "Trainer",
+    "TrainConfig",
+    "resolve_config",
+    "PRESETS",
+    "DiscreteEnv",
+    "Hypergrid",
+    "DeceptiveGrid",
+    "Trajectories",
+    "AdaptiveTeacherError",
+    "ConfigError",
+    "DataError",
+    "RewardError",
+    "TrainingDiverged",
+]
+__version__ = "0.1.0"
