@@ -150,9 +150,7 @@ def run(argv: list[str] | None = None) -> int:
         make_task(task)  # validate the task before spawning workers
         table = compare(task, methods, seeds, args.reward_calls, args.out, args.jobs, **_options(args))
         print(table)
-        print(
-            f"Plot: {args.out}/modes_vs_reward_calls.png  Table: {args.out}/results.md  CSV: {args.out}/results.csv"
-        )
+        print(f"Plot: {args.out}/modes_vs_reward_calls.png  Table: {args.out}/results.md  CSV: {args.out}/results.csv")
         return 0
     return 2
 

@@ -62,16 +62,12 @@ def compare(
     threads = 1 if jobs > 1 else 0
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [
-                pool.submit(_run_one, task, m, s, reward_calls, d, options, threads) for m, s, d in runs
-            ]
+            futures = [pool.submit(_run_one, task, m, s, reward_calls, d, options, threads) for m, s, d in runs]
             summaries = [f.result() for f in futures]
     else:
         import torch
 
-        summaries = [
-            _run_one(task, m, s, reward_calls, d, options, torch.get_num_threads()) for m, s, d in runs
-        ]
+        summaries = [_run_one(task, m, s, reward_calls, d, options, torch.get_num_threads()) for m, s, d in runs]
     rows = [
         {"method": m, "seed": s, **{k: summ.get(k) for k in ("reward_calls", "wall_s", *TABLE_KEYS)}}
         for (m, s, _), summ in zip(runs, summaries, strict=True)

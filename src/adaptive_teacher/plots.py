@@ -10,9 +10,7 @@ import numpy as np
 
 def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    )
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def plot_metric_vs_reward_calls(
@@ -30,9 +28,7 @@ def plot_metric_vs_reward_calls(
         if not curves:
             continue
         grid = np.linspace(0, max(c[-1]["reward_calls"] for c in curves), 100)
-        ys = np.array(
-            [np.interp(grid, [r["reward_calls"] for r in c], [r[key] or 0 for r in c]) for c in curves]
-        )
+        ys = np.array([np.interp(grid, [r["reward_calls"] for r in c], [r[key] or 0 for r in c]) for c in curves])
         mean, std = ys.mean(0), ys.std(0)
         ax.plot(grid, mean, label=m)
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2)

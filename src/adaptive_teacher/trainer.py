@@ -50,11 +50,7 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     last two steps of every 16 (so 1/8 of the Student batches for TB, 1/4 of the Teacher batches).
     """
     if cfg.teacher:
-        base = (
-            ["student", "replay", "teacher", "replay"]
-            if cfg.buffer != "none"
-            else ["student"] * 2 + ["teacher"] * 2
-        )
+        base = ["student", "replay", "teacher", "replay"] if cfg.buffer != "none" else ["student"] * 2 + ["teacher"] * 2
     else:
         base = ["student", "replay"] if cfg.buffer != "none" else ["student"]
     cycle = (base * 16)[:16]
@@ -66,9 +62,7 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     return cycle
 
 
-def _make_optimizer(
-    model: DiscretePolicy, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None
-):
+def _make_optimizer(model: DiscretePolicy, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
     groups = [
         {"params": list(model.net.parameters()) + (extra or []), "lr": lr},
         {"params": [model.log_Z], "lr": lr_log_z},
@@ -111,9 +105,7 @@ class Trainer:
         self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra)
         self.teacher = policy() if config.teacher else None
         self.opt_teacher = (
-            _make_optimizer(self.teacher, config.teacher_lr or config.lr, config.lr_log_z)
-            if self.teacher
-            else None
+            _make_optimizer(self.teacher, config.teacher_lr or config.lr, config.lr_log_z) if self.teacher else None
         )
         self.buffer = None
         if config.buffer != "none":
@@ -308,15 +300,10 @@ class Trainer:
                     self._teacher_losses.append(result.teacher_loss)
                 self.wall_s += time.perf_counter() - t0
                 bar.update(min(self.reward_calls, cfg.reward_calls) - min(before, cfg.reward_calls))
-                if (
-                    self.reward_calls >= self._eval_threshold(self.next_eval)
-                    or self.reward_calls >= cfg.reward_calls
-                ):
+                if self.reward_calls >= self._eval_threshold(self.next_eval) or self.reward_calls >= cfg.reward_calls:
                     row = self.evaluate()
                     bar.set_postfix(modes=row["modes_found"], l1=row["l1"], refresh=False)
-                    while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(
-                        self.next_eval
-                    ):
+                    while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(self.next_eval):
                         self.next_eval += 1
                     self._record(row)
         finally:
@@ -387,17 +374,13 @@ class Trainer:
         os.replace(tmp, path)
 
     @classmethod
-    def resume(
-        cls, out_dir: str | Path, env: DiscreteEnv | None = None, reward_calls: int | None = None
-    ) -> Trainer:
+    def resume(cls, out_dir: str | Path, env: DiscreteEnv | None = None, reward_calls: int | None = None) -> Trainer:
         """Continue an interrupted run from its last checkpoint; metrics written after it are dropped."""
         from adaptive_teacher.tasks import make_task
 
         out = Path(out_dir)
         if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
-            raise ConfigError(
-                f"--resume: {out} has no config.json and {CHECKPOINT}; start the run without --resume"
-            )
+            raise ConfigError(f"--resume: {out} has no config.json and {CHECKPOINT}; start the run without --resume")
         saved = json.loads((out / "config.json").read_text())
         cfg = TrainConfig.from_dict(saved["config"])
         if reward_calls is not None:

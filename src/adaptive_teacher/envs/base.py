@@ -249,9 +249,7 @@ class DiscreteEnv(ABC):
             cur = parent
         chain_t = torch.stack(chain, 1)  # chain_t[:, k] = state k steps before x
         k_max = chain_t.shape[1] - 1
-        fwd_actions = (
-            torch.stack(back_actions, 1) if back_actions else x.new_zeros((batch, 0), dtype=torch.long)
-        )
+        fwd_actions = torch.stack(back_actions, 1) if back_actions else x.new_zeros((batch, 0), dtype=torch.long)
         # Forward order: states[t] = chain[n - t] for t <= n, then x (the stop successor) as padding.
         t = torch.arange(k_max + 2, device=dev)
         src = (n_back[:, None] - t[None, :]).clamp(min=0)

@@ -69,9 +69,7 @@ class ExactEvaluator:
         for i in range(0, self.n_states, self.chunk):
             s = self.states[i : i + self.chunk]
             logits = model(self.env.features(s))[:, : self.env.n_actions].to(torch.float64)
-            out.append(
-                torch.softmax(logits.masked_fill(~self.forward_mask[i : i + self.chunk], -math.inf), -1)
-            )
+            out.append(torch.softmax(logits.masked_fill(~self.forward_mask[i : i + self.chunk], -math.inf), -1))
         return torch.cat(out)
 
     @torch.no_grad()

@@ -64,9 +64,7 @@ class ReplayBuffer:
     def sampling_weights(self) -> Tensor:
         n = len(self)
         rank = torch.empty(n, dtype=torch.float64)
-        rank[torch.argsort(self.priority, descending=True, stable=True)] = torch.arange(
-            n, dtype=torch.float64
-        )
+        rank[torch.argsort(self.priority, descending=True, stable=True)] = torch.arange(n, dtype=torch.float64)
         return 1.0 / (0.01 * n + rank)
 
     def sample(self, n: int) -> tuple[Tensor, Tensor]:
@@ -75,9 +73,7 @@ class ReplayBuffer:
         return self.states[idx], self.log_reward[idx]
 
     def state_dict(self) -> dict:
-        return {
-            k: getattr(self, k) for k in ("states", "keys", "priority", "log_reward", "inserted", "_clock")
-        }
+        return {k: getattr(self, k) for k in ("states", "keys", "priority", "log_reward", "inserted", "_clock")}
 
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():

@@ -19,9 +19,7 @@ from adaptive_teacher.envs.base import DiscreteEnv, Trajectories, concat_traject
 ScoreFn = Callable[[Trajectories], torch.Tensor]
 
 
-def _suffix_log_ratio(
-    env: DiscreteEnv, model: nn.Module, traj: Trajectories, keep: torch.Tensor
-) -> torch.Tensor:
+def _suffix_log_ratio(env: DiscreteEnv, model: nn.Module, traj: Trajectories, keep: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         lp = env.log_probs(model, traj)
     steps = torch.arange(lp.log_pf.shape[1])[None, :]
