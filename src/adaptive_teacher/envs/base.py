@@ -38,7 +38,7 @@ class Trajectories:
     @property
     def terminal(self) -> Tensor:
         rows = torch.arange(self.states.shape[0], device=self.states.device)
-        return self.states[rows, self.lengths - 1]
+        return self.states[rows, self.lengths]
 
     @property
     def batch_size(self) -> int:
@@ -300,7 +300,7 @@ class DiscreteEnv(ABC):
                 1,
             ).reshape(batch * length, -1)
             log_b = torch.log_softmax(child_logits.masked_fill(~bmask, -math.inf), -1)
-            b = self.backward_action(src_flat, a).clamp(min=0)
+            b = self.backward_action(src_flat, a).clamp(0, self.n_backward_actions - 1)
             log_pb = log_b.gather(1, b[:, None]).squeeze(1).view(batch, length)
         log_pb = torch.where(moved, log_pb, torch.zeros_like(log_pb))
         flow = None if log_flow is None else log_flow.view(batch, length)
