@@ -205,7 +205,7 @@ class Trainer:
         loss, delta = self._objective(self.student, traj, log_r)
         total = loss if rnd_loss is None else loss + rnd_loss
         if not torch.isfinite(total):
-            raise TrainingDiverged(self._diverged_message("Student", float(total)))
+            raise TrainingDiverged(self._diverged_message("Student", total.item()))
         log_rt = None
         if self.teacher is not None or cfg.buffer == "teacher_reward":
             log_rt = teacher_log_reward(delta, traj.log_reward, cfg.C, cfg.alpha, cfg.teacher_eps)
@@ -215,7 +215,7 @@ class Trainer:
             assert log_rt is not None and self.opt_teacher is not None
             t_loss, _ = self._objective(self.teacher, traj, log_rt)
             if not torch.isfinite(t_loss):
-                raise TrainingDiverged(self._diverged_message("Teacher", float(t_loss)))
+                raise TrainingDiverged(self._diverged_message("Teacher", t_loss.item()))
             self._clip_step(self.opt_teacher, t_loss)
             teacher_loss = t_loss.item()
         if self.buffer is not None:

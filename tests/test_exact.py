@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from adaptive_teacher.envs import DeceptiveGrid
+from adaptive_teacher.metrics import ExactEvaluator
+from adaptive_teacher.objectives import trajectory_balance
+from adaptive_teacher.policies import DiscretePolicy
+
+from .helpers import optimal_policy
+
+
+def test_dp_distribution_sums_to_one_and_matches_sampling():
+    torch.manual_seed(0)
+    env = DeceptiveGrid(2, 8)
+    model = DiscretePolicy(env.n_features, env.n_actions, env.n_backward_actions, hidden=32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # a far-from-uniform policy
+    ev = ExactEvaluator(env)
+    p = ev.distribution(model)
+    assert abs(float(p.sum()) - 1.0) < 1e-9
+    n = 100_000
+    x = env.rollout(model, n).terminal
+    counts = torch.bincount(ev.position(x), minlength=ev.n_states).to(torch.float64)
+    emp = counts[ev.terminal] / n
+    assert float((emp - p).abs().sum()) < 0.04
+    # every sampled state is terminal-reachable and probability mass sits only there
+    assert bool(ev.terminal[ev.position(x)].all())
+
+
+def test_tb_residual_is_zero_for_the_exact_optimal_policy():
+    env = DeceptiveGrid(2, 6)
+    model = optimal_policy(env)
+    ev = ExactEvaluator(env)
+    assert model.log_Z.item() == pytest.approx(ev.log_Z, abs=1e-5)
+    torch.manual_seed(1)
+    fwd = env.with_rewards(env.rollout(model, 256))
+    bwd = env.backward_rollout(ev.terminal_states)
+    bwd.log_reward = env.log_reward(ev.terminal_states)
+    for traj in (fwd, bwd):
+        _, delta = trajectory_balance(env.log_probs(model, traj), model.log_Z, traj.log_reward.float())
+        assert float(delta.abs().max()) < 1e-4
+    # and the optimal policy's exact terminal distribution is the target
+    assert float((ev.distribution(model) - ev.target).abs().sum()) < 1e-5
+
+
+def test_l1_of_target_is_zero_and_mean_convention():
+    env = DeceptiveGrid(2, 6)
+    ev = ExactEvaluator(env)
+    out = ev.l1(optimal_policy(env))
+    assert out["l1"] < 1e-5
+    assert out["l1_mean"] == out["l1"] / ev.n_terminal
