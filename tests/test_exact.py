@@ -39,7 +39,7 @@ def test_tb_residual_is_zero_for_the_exact_optimal_policy():
     bwd.log_reward = env.log_reward(ev.terminal_states)
     for traj in (fwd, bwd):
         _, delta = trajectory_balance(env.log_probs(model, traj), model.log_Z, traj.log_reward.float())
-        assert float(delta.abs().max()) < 1e-4
+        assert delta.abs().max().item() < 1e-4
     # and the optimal policy's exact terminal distribution is the target
     assert float((ev.distribution(model) - ev.target).abs().sum()) < 1e-5
 

@@ -34,3 +34,11 @@ def detailed_balance(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tens
     loss = (resid**2).sum(1).mean()
     delta = log_reward + lp.log_pb.sum(1) - lp.log_flow[:, 0] - lp.log_pf.sum(1)
     return loss, delta
+
+
+def vargrad(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tensor]:
+    """VarGrad (Richter et al., 2020; Zhang et al., 2023): with w = log R + Σ log P_B − Σ log P_F, the batch
+    estimate log Ẑ = mean w replaces the learned log Z; loss = mean (w − mean w)². Returns (loss, δ = w − log Ẑ)."""
+    w = log_reward + lp.log_pb.sum(1) - lp.log_pf.sum(1)
+    delta = w - w.mean()
+    return (delta**2).mean(), delta

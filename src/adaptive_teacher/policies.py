@@ -53,3 +53,20 @@ class DiscretePolicy(nn.Module):
             i += self.n_backward_actions
         flow = out[:, i] if self.flow_head else None
         return fwd, bwd, flow
+
+
+def make_policy(env, cfg) -> nn.Module:
+    """The policy a task family trains: an MLP over state features, or a diffusion drift network."""
+    if getattr(env, "family", "discrete") == "diffusion":
+        from adaptive_teacher.diffusion_policies import DiffusionPolicy
+
+        return DiffusionPolicy(env.dim, t_scale=env.t_scale, arch=cfg.arch, hidden=cfg.hidden, learn_var=cfg.learn_var)
+    return DiscretePolicy(
+        env.n_features,
+        env.n_actions,
+        env.n_backward_actions,
+        cfg.hidden,
+        cfg.layers,
+        learn_pb=cfg.learn_pb,
+        flow_head=cfg.objective == "db",
+    )

@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 from adaptive_teacher.config import TrainConfig, validate
 from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
 from adaptive_teacher.errors import ConfigError, TrainingDiverged
-from adaptive_teacher.metrics import ExactEvaluator, ModeTracker
-from adaptive_teacher.objectives import detailed_balance, trajectory_balance
-from adaptive_teacher.policies import DiscretePolicy
+from adaptive_teacher.metrics import ModeTracker
+from adaptive_teacher.metrics.evaluators import make_evaluator
+from adaptive_teacher.objectives import detailed_balance, trajectory_balance, vargrad
+from adaptive_teacher.policies import make_policy
 from adaptive_teacher.sources import (
     RandomNetworkDistillation,
     ReplayBuffer,
@@ -62,11 +63,9 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     return cycle
 
 
-def _make_optimizer(model: DiscretePolicy, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
-    groups = [
-        {"params": list(model.net.parameters()) + (extra or []), "lr": lr},
-        {"params": [model.log_Z], "lr": lr_log_z},
-    ]
+def _make_optimizer(model: nn.Module, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
+    body = [p for name, p in model.named_parameters() if name != "log_Z"] + (extra or [])
+    groups = [{"params": body, "lr": lr}, {"params": [model.log_Z], "lr": lr_log_z}]
     return torch.optim.Adam(groups)
 
 
@@ -77,35 +76,27 @@ class StepResult:
 
 
 class Trainer:
-    """Trains a Student (and optionally a Teacher) on a discrete environment for a reward-call budget."""
+    """Trains a Student (and optionally a Teacher) on a task for a reward-call budget."""
 
     def __init__(self, env: DiscreteEnv, config: TrainConfig, out_dir: str | Path | None = None):
         self.env, self.cfg = env, config
-        exact_ok = env.enumerate_states() is not None
-        self.exact = ExactEvaluator(env) if exact_ok else None
-        n_term = self.exact.n_terminal if self.exact is not None else getattr(env, "n_terminal_states", None)
+        family = getattr(env, "family", "discrete")
+        if config.family != family:
+            raise ConfigError(f"the config is for {config.family} tasks but the task {task_spec(env)} is {family}")
+        self.evaluator = make_evaluator(env, config)
+        n_term = self.evaluator.n_terminal or getattr(env, "n_terminal_states", None)
         validate(config, n_term)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         torch.manual_seed(config.seed)
 
-        def policy() -> DiscretePolicy:
-            return DiscretePolicy(
-                env.n_features,
-                env.n_actions,
-                env.n_backward_actions,
-                config.hidden,
-                config.layers,
-                learn_pb=config.learn_pb,
-                flow_head=config.objective == "db",
-            )
-
-        self.student = policy()
+        self.student = make_policy(env, config)
         self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale) if config.gafn else None
         extra = list(self.rnd.predictor.parameters()) if self.rnd is not None else None
         self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra)
-        self.teacher = policy() if config.teacher else None
+        self.teacher = make_policy(env, config) if config.teacher else None
+        teacher_lr = config.teacher_lr or config.lr * config.teacher_lr_scale
         self.opt_teacher = (
-            _make_optimizer(self.teacher, config.teacher_lr or config.lr, config.lr_log_z) if self.teacher else None
+            _make_optimizer(self.teacher, teacher_lr, config.lr_log_z) if self.teacher is not None else None
         )
         self.buffer = None
         if config.buffer != "none":
@@ -117,11 +108,23 @@ class Trainer:
         self.reward_calls = 0
         self.wall_s = 0.0
         self.next_eval = 0
+        self.milestones_done = 0
+        self.mala_step_size = 0.01
+        self.teacher_gate = -math.inf
         self._losses: list[float] = []
         self._teacher_losses: list[float] = []
         self.history: list[dict[str, Any]] = []
+        if config.teacher_gate_quantile is not None and (config.teacher or config.buffer != "none"):
+            # The Teacher and the buffer ignore samples whose log R is below this quantile under the initial
+            # Student (the paper's diffusion code).
+            first = self._rewarded(env.rollout(self.student, config.batch_size))
+            self.teacher_gate = float(torch.quantile(first.log_reward, config.teacher_gate_quantile))
 
     # ---- batches ----------------------------------------------------------------------------------
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.reward_calls / self.cfg.reward_calls)
+
     def _rewarded(self, traj: Trajectories) -> Trajectories:
         traj = self.env.with_rewards(traj)
         self.reward_calls += traj.batch_size
@@ -132,26 +135,75 @@ class Trainer:
         with torch.no_grad():
             return self._objective(self.student, traj, traj.log_reward)[1]
 
-    def _teacher_score(self, traj: Trajectories) -> torch.Tensor:
+    def teacher_reward(self, traj: Trajectories, delta: torch.Tensor | None = None) -> torch.Tensor:
+        """log R_T of each trajectory's x from the Student's residual (computed here when not given)."""
         c = self.cfg
-        return teacher_log_reward(self.student_delta(traj), traj.log_reward, c.C, c.alpha, c.teacher_eps)
+        delta = self.student_delta(traj) if delta is None else delta
+        return teacher_log_reward(delta, traj.log_reward, c.C, c.alpha, c.teacher_eps, c.teacher_half_square)
+
+    def exploration(self, name: str) -> float:
+        if name != "student":
+            return 0.0
+        if self.cfg.eps_decay:
+            return self.cfg.eps * max(0.0, 1.0 - self.progress / 0.5)
+        return self.cfg.eps
+
+    def _replay(self) -> Trajectories:
+        assert self.buffer is not None
+        x, log_r = self.buffer.sample(self.cfg.batch_size)
+        traj = self.env.backward_rollout(x, self.student if self.cfg.learn_pb else None)
+        traj.log_reward = log_r
+        return traj
+
+    def _teacher_to_buffer(self) -> None:
+        """Diffusion: Teacher samples above the gate enter the buffer with priority log R_T."""
+        assert self.teacher is not None and self.buffer is not None
+        traj = self._rewarded(self.env.rollout(self.teacher, self.cfg.batch_size))
+        keep = traj.log_reward > self.teacher_gate
+        if bool(keep.any()):
+            traj = traj.select(keep.nonzero().squeeze(1))
+            x = traj.terminal
+            self.buffer.add(x, self.env.state_key(x), self.teacher_reward(traj), traj.log_reward)
+
+    def _mala_to_buffer(self) -> None:
+        """MALA local search on a buffer batch; accepted post-burn-in samples join the buffer."""
+        from adaptive_teacher.sources.mala import mala
+
+        assert self.buffer is not None
+        cfg, density = self.cfg, self.env.density
+        x0, _ = self.buffer.sample(cfg.batch_size)
+        samples, self.mala_step_size, _ = mala(
+            density.log_reward,
+            density.grad_log_reward,
+            x0,
+            n_steps=cfg.ls_iterations,
+            burn_in=cfg.ls_iterations // 2,
+            step_size=self.mala_step_size,
+        )
+        self.reward_calls += cfg.batch_size * cfg.ls_iterations
+        if len(samples):
+            samples = samples.to(x0.dtype)
+            log_r = self.env.log_reward(samples)
+            traj = self.env.backward_rollout(samples, self.student if cfg.learn_pb else None)
+            traj.log_reward = log_r
+            self.buffer.add(samples, self.env.state_key(samples), self.teacher_reward(traj), log_r)
 
     def next_batch(self, source: str) -> tuple[Trajectories, bool]:
         """A batch from ``source``; the flag says whether its terminal states are new (not replayed)."""
         env, cfg, bs = self.env, self.cfg, self.cfg.batch_size
+        if source == "teacher>replay":
+            self._teacher_to_buffer()
+            source = "replay"
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
-            x, log_r = self.buffer.sample(bs)
-            traj = env.backward_rollout(x, self.student if cfg.learn_pb else None)
-            traj.log_reward = log_r
-            return traj, False
+            return self._replay(), False
         if source == "replay":
             source = "student"
         name, _, ls = source.partition("+")
         model = self.teacher if name == "teacher" else self.student
-        eps = cfg.eps if name == "student" else 0.0
-        traj = self._rewarded(env.rollout(model, bs, eps=eps))
+        assert model is not None
+        traj = self._rewarded(env.rollout(model, bs, eps=self.exploration(name)))
         if ls:
-            score = self._teacher_score if name == "teacher" else (lambda t: t.log_reward)
+            score = self.teacher_reward if name == "teacher" else (lambda t: t.log_reward)
             traj, proposals = back_and_forth(
                 env,
                 model,
@@ -168,18 +220,20 @@ class Trainer:
         return traj, True
 
     # ---- one optimisation step --------------------------------------------------------------------
-    def _objective(self, model: DiscretePolicy, traj: Trajectories, log_reward: torch.Tensor):
+    def _objective(self, model: nn.Module, traj: Trajectories, log_reward: torch.Tensor):
         lp = self.env.log_probs(model, traj)
         target = log_reward.to(lp.log_pf.dtype)
         if self.cfg.objective == "db":
             return detailed_balance(lp, target)
+        if self.cfg.objective == "vargrad":
+            return vargrad(lp, target)
         return trajectory_balance(lp, model.log_Z, target)
 
     def _gafn_log_reward(self, traj: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented log-reward log(R(x) + Σ_t r(s_t)) over the visited states s_1..x, and the RND loss."""
         assert self.rnd is not None
         t = torch.arange(traj.states.shape[1])[None, :]
-        visited = (t >= 1) & (t < traj.lengths[:, None])
+        visited = (t >= 1) & (t <= traj.lengths[:, None] - 1)
         feats = self.env.features(traj.states[visited])
         err = self.rnd.error(feats)
         intrinsic = torch.zeros(visited.shape, dtype=torch.float64)
@@ -187,15 +241,26 @@ class Trainer:
         augmented = torch.logaddexp(traj.log_reward, intrinsic.sum(1).log())
         return augmented, err.mean()
 
-    def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.clip_grad_norm > 0:
+        if max_norm > 0:
             params = [p for g in opt.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
         opt.step()
 
+    def _apply_lr_milestones(self) -> None:
+        """Multiply every learning rate by 0.1 at each milestone fraction of the budget."""
+        while self.milestones_done < len(self.cfg.lr_milestones) and (
+            self.progress >= self.cfg.lr_milestones[self.milestones_done]
+        ):
+            for opt in (self.opt_student, self.opt_teacher):
+                for group in opt.param_groups if opt is not None else []:
+                    group["lr"] *= 0.1
+            self.milestones_done += 1
+
     def train_step(self, traj: Trajectories, is_new: bool) -> StepResult:
+        """Student step on the batch, then the Teacher's on the same batch with R_T from the pre-update δ."""
         cfg = self.cfg
         assert traj.log_reward is not None
         log_r = traj.log_reward
@@ -208,22 +273,28 @@ class Trainer:
             raise TrainingDiverged(self._diverged_message("Student", total.item()))
         log_rt = None
         if self.teacher is not None or cfg.buffer == "teacher_reward":
-            log_rt = teacher_log_reward(delta, traj.log_reward, cfg.C, cfg.alpha, cfg.teacher_eps)
-        self._clip_step(self.opt_student, total)
+            log_rt = self.teacher_reward(traj, delta)
+        self._clip_step(self.opt_student, total, cfg.clip_grad_norm)
         teacher_loss = math.nan
-        if self.teacher is not None:
+        gate = traj.log_reward > self.teacher_gate
+        if self.teacher is not None and bool(gate.any()):
             assert log_rt is not None and self.opt_teacher is not None
-            t_loss, _ = self._objective(self.teacher, traj, log_rt)
+            rows = gate.nonzero().squeeze(1)
+            t_loss, _ = self._objective(self.teacher, traj.select(rows), log_rt[rows])
             if not torch.isfinite(t_loss):
                 raise TrainingDiverged(self._diverged_message("Teacher", t_loss.item()))
-            self._clip_step(self.opt_teacher, t_loss)
+            clip = cfg.clip_grad_norm if cfg.teacher_clip_grad_norm is None else cfg.teacher_clip_grad_norm
+            self._clip_step(self.opt_teacher, t_loss, clip)
             teacher_loss = t_loss.item()
         if self.buffer is not None:
             priority = log_rt if cfg.buffer == "teacher_reward" else traj.log_reward
+            assert priority is not None
             keys = self.env.state_key(traj.terminal)
-            if is_new:
-                self.buffer.add(traj.terminal, keys, priority, traj.log_reward)
-            elif cfg.buffer == "teacher_reward":
+            teacher_fills = cfg.teacher and cfg.teacher_into_buffer and len(self.buffer) > 0
+            if is_new and not teacher_fills and bool(gate.any()):
+                rows = gate.nonzero().squeeze(1)
+                self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
+            elif not is_new and cfg.buffer == "teacher_reward":
                 self.buffer.update_priority(keys, priority)
         return StepResult(loss.item(), teacher_loss)
 
@@ -236,31 +307,28 @@ class Trainer:
 
     # ---- evaluation -------------------------------------------------------------------------------
     def log_Z_estimate(self) -> float:
+        """log Z_θ: the learned log Z (TB), log F(s0) (DB) or the last batch estimate (VarGrad)."""
         if self.cfg.objective == "db":
             s0 = self.env.initial_states(1)
             with torch.no_grad():
                 return float(self.student.split(self.student(self.env.features(s0)))[2][0])
         return float(self.student.log_Z.detach())
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, final: bool = False) -> dict[str, Any]:
+        log_Z = self.log_Z_estimate()
         row: dict[str, Any] = {
             "step": self.step,
             "reward_calls": self.reward_calls,
-            "modes_found": len(self.modes),
+            "modes_found": len(self.modes) if self.env.n_modes is not None else None,
             "n_modes": self.env.n_modes,
-            "log_Z": self.log_Z_estimate(),
+            "log_Z": log_Z,
             "loss": float(sum(self._losses) / len(self._losses)) if self._losses else None,
             "teacher_loss": (
                 float(sum(self._teacher_losses) / len(self._teacher_losses)) if self._teacher_losses else None
             ),
             "wall_s": round(self.wall_s, 3),
         }
-        if self.exact is not None:
-            row.update(self.exact.l1(self.student))
-            row["log_Z_true"] = self.exact.log_Z
-            row["log_Z_error"] = abs(row["log_Z"] - self.exact.log_Z)
-        else:
-            row.update({"l1": None, "l1_mean": None, "log_Z_true": None, "log_Z_error": None})
+        row.update(self.evaluator(self.student, self.teacher, log_Z, final))
         if self.buffer is not None:
             row["buffer_size"] = len(self.buffer)
         self._losses.clear()
@@ -292,17 +360,23 @@ class Trainer:
             while self.reward_calls < cfg.reward_calls:
                 t0 = time.perf_counter()
                 before = self.reward_calls
+                if cfg.family == "diffusion" and cfg.local_search and cfg.ls_every > 0:
+                    if self.step % cfg.ls_every == 0 and self.buffer is not None and len(self.buffer) > 0:
+                        self._mala_to_buffer()
                 traj, is_new = self.next_batch(self.schedule[self.step % len(self.schedule)])
                 result = self.train_step(traj, is_new)
                 self.step += 1
+                self._apply_lr_milestones()
                 self._losses.append(result.loss)
                 if not math.isnan(result.teacher_loss):
                     self._teacher_losses.append(result.teacher_loss)
                 self.wall_s += time.perf_counter() - t0
                 bar.update(min(self.reward_calls, cfg.reward_calls) - min(before, cfg.reward_calls))
-                if self.reward_calls >= self._eval_threshold(self.next_eval) or self.reward_calls >= cfg.reward_calls:
-                    row = self.evaluate()
-                    bar.set_postfix(modes=row["modes_found"], l1=row["l1"], refresh=False)
+                done = self.reward_calls >= cfg.reward_calls
+                if done or self.reward_calls >= self._eval_threshold(self.next_eval):
+                    row = self.evaluate(final=done)
+                    shown = ("modes_found", "l1") if cfg.family == "discrete" else ("elbo", "eubo")
+                    bar.set_postfix({k: row.get(k) for k in shown}, refresh=False)
                     while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(self.next_eval):
                         self.next_eval += 1
                     self._record(row)
@@ -318,6 +392,10 @@ class Trainer:
         }
         if self.out_dir is not None:
             self._write_json("summary.json", summary)
+            if cfg.family == "diffusion":
+                from adaptive_teacher.plots import plot_diffusion_run
+
+                plot_diffusion_run(self.out_dir, self.history, self.evaluator.snapshots, self.env)
         return summary
 
     def _record(self, row: dict[str, Any]) -> None:
@@ -350,6 +428,9 @@ class Trainer:
             "next_eval": self.next_eval,
             "history": self.history,
             "rng": torch.get_rng_state(),
+            "milestones_done": self.milestones_done,
+            "mala_step_size": self.mala_step_size,
+            "teacher_gate": self.teacher_gate,
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -367,6 +448,9 @@ class Trainer:
         self.step, self.reward_calls, self.wall_s = d["step"], d["reward_calls"], d["wall_s"]
         self.next_eval, self.history = d["next_eval"], d["history"]
         torch.set_rng_state(d["rng"])
+        self.milestones_done = d.get("milestones_done", 0)
+        self.mala_step_size = d.get("mala_step_size", self.mala_step_size)
+        self.teacher_gate = d.get("teacher_gate", self.teacher_gate)
 
     def save_checkpoint(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
