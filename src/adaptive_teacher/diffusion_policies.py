@@ -1,0 +1,168 @@
+"""Drift networks of diffusion samplers: u_θ(x, t) (and optionally a per-step log-variance), plus log Z.
+
+The forward SDE is dx = u_θ(x, t)·dt + σ·dW on t ∈ [0, 1] from x_0 = 0 (Zhang & Chen, 2022, PIS;
+Sendera et al., 2024). ``DiffusionPolicy.forward(x, t)`` returns ``(drift, log_var)``: the drift [B, dim]
+and, with ``learn_var=True``, the log-variance per unit time [B, dim] (otherwise None, meaning σ²).
+
+Two architectures:
+
+``arch="pis"`` (the CPU default; the "PIS architecture" of Zhang & Chen, 2022, as used by Sendera et al.
+with ``--pis_architectures``): ``harmonics`` = 64 Fourier time features sin/cos(c_k·t + φ_k) with
+c_k = linspace(0.1, 100) and a learned phase φ (initialised N(0, 1)); time MLP 2H → h → h (GELU between);
+state embedding a single Linear(dim, h); the two embeddings are *added*, then GELU, 2 × [Linear(h, h),
+GELU], Linear(h, 2·dim). h = 64.
+
+``arch="at256"`` (the wider network of Kim et al., 2025's diffusion code; Sendera et al.'s non-PIS
+modules at width 256): time features sin/cos(2πk·t), k = 1..256; time MLP 512 → 256 → 256, state MLP
+dim → 256 → 256 (GELU after every layer); the embeddings are *concatenated*, then Linear(512, 256), GELU,
+Linear(256, 256), GELU, Linear(256, 2·dim).
+
+The output layer is zero-initialised (weights and bias), so an untrained sampler is Brownian motion with
+variance σ² per unit time, which samples N(0, σ²·I) at t = 1 exactly.
+
+``learn_var=True``: log-var = 4·tanh(raw) + log σ² (Sendera et al.'s ``log_var_range`` = 4), raw being the
+second half of the output (zero at initialisation, so log-var = log σ²).
+
+``langevin=True`` (the Langevin parametrisation of Zhang & Chen, 2022, studied by Sendera et al.):
+drift = NN(x, t) + s_θ(t)·clip(∇log R(x), ±lgv_clip). ``grad_fn`` returns ∇log R (detached; the target's
+gradient is not differentiated through). The scale s_θ is a separate network, zero-weight/0.01-bias
+initialised (so s = 0.01 at the start), scalar by default or one per coordinate with
+``langevin_per_dim=True``; for ``pis`` it is a 3-layer MLP of the Fourier time features only, for ``at256``
+an MLP of the concatenated state and time embeddings (as in those codes). ``lgv_clip`` = 100 and the
+final clip of the network output at ±``out_clip`` = 10⁴ are Sendera et al.'s ``--clipping`` values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from adaptive_teacher.errors import ConfigError
+
+ARCHS = ("pis", "at256")
+
+
+def _zero_last(layer: nn.Linear, bias: float = 0.0) -> None:
+    nn.init.zeros_(layer.weight)
+    nn.init.constant_(layer.bias, bias)
+
+
+class FourierTime(nn.Module):
+    """Time features: [sin(c·t + φ), cos(c·t + φ)] for a fixed frequency vector c and phase φ."""
+
+    def __init__(self, freqs: Tensor, learned_phase: bool):
+        super().__init__()
+        self.register_buffer("freqs", freqs[None, :])
+        if learned_phase:
+            self.phase = nn.Parameter(torch.randn(1, freqs.numel()))
+        else:
+            self.register_buffer("phase", torch.zeros(1, freqs.numel()))
+        self.n_out = 2 * freqs.numel()
+
+    def forward(self, t: Tensor) -> Tensor:
+        arg = t[:, None] * self.freqs + self.phase
+        return torch.cat([arg.sin(), arg.cos()], -1)
+
+
+class DiffusionPolicy(nn.Module):
+    """A diffusion sampler's drift network; ``forward(x, t) -> (drift, log_var | None)``.
+
+    ``t_scale`` is σ², used only for the learned variance's offset (log-var = 4·tanh(raw) + log σ²).
+    ``log_Z`` is the trajectory-balance estimate of log Z.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        arch: str = "pis",
+        hidden: int | None = None,
+        harmonics: int | None = None,
+        t_scale: float = 1.0,
+        learn_var: bool = False,
+        log_var_range: float = 4.0,
+        langevin: bool = False,
+        grad_fn: Callable[[Tensor], Tensor] | None = None,
+        langevin_per_dim: bool = False,
+        lgv_clip: float = 1e2,
+        out_clip: float = 1e4,
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ConfigError(f"--arch must be one of {ARCHS}, got {arch!r}")
+        if not isinstance(dim, int) or dim <= 0:
+            raise ConfigError(f"--dim must be a positive integer, got {dim!r}")
+        if not t_scale > 0:
+            raise ConfigError(f"--t-scale (σ²) must be > 0, got {t_scale!r}")
+        if langevin and grad_fn is None:
+            raise ConfigError("--langevin needs the target's gradient: pass grad_fn (e.g. env.grad_log_reward)")
+        self.dim, self.arch = dim, arch
+        self.t_scale = float(t_scale)
+        self.learn_var, self.log_var_range = learn_var, float(log_var_range)
+        self.langevin, self.grad_fn = langevin, grad_fn
+        self.lgv_clip, self.out_clip = float(lgv_clip), float(out_clip)
+        h = hidden or (64 if arch == "pis" else 256)
+        n_h = harmonics or (64 if arch == "pis" else 256)
+        self.hidden, self.harmonics = h, n_h
+        n_out = 2 * dim
+        n_scale = dim if langevin_per_dim else 1
+        act = nn.GELU
+        if arch == "pis":
+            self.time_features = FourierTime(torch.linspace(0.1, 100.0, n_h), learned_phase=True)
+            self.t_model = nn.Sequential(nn.Linear(2 * n_h, h), act(), nn.Linear(h, h))
+            self.s_model = nn.Linear(dim, h)
+            self.joint = nn.Sequential(act(), nn.Linear(h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_out))
+            if langevin:
+                self.lgv_model = nn.Sequential(
+                    nn.Linear(2 * n_h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_scale)
+                )
+        else:
+            freqs = 2 * math.pi * torch.arange(1, n_h + 1, dtype=torch.float32)
+            self.time_features = FourierTime(freqs, learned_phase=False)
+            self.t_model = nn.Sequential(nn.Linear(2 * n_h, h), act(), nn.Linear(h, h), act())
+            self.s_model = nn.Sequential(nn.Linear(dim, h), act(), nn.Linear(h, h), act())
+            self.joint = nn.Sequential(nn.Linear(2 * h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_out))
+            if langevin:
+                self.lgv_model = nn.Sequential(
+                    nn.Linear(2 * h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_scale)
+                )
+        if zero_init:
+            _zero_last(self.joint[-1])
+            if langevin:
+                _zero_last(self.lgv_model[-1], 0.01)
+        self.log_Z = nn.Parameter(torch.zeros(()))
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except ``log_Z`` (which usually gets its own learning rate)."""
+        return [p for name, p in self.named_parameters() if name != "log_Z"]
+
+    def forward(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor | None]:
+        """Drift [B, dim] and log-variance per unit time [B, dim] (None unless ``learn_var``) at (x, t)."""
+        batch = x.shape[0]
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(batch)
+        tf = self.time_features(t)
+        t_emb = self.t_model(tf)
+        s_emb = self.s_model(x)
+        if self.arch == "pis":
+            out = self.joint(s_emb + t_emb)
+        else:
+            out = self.joint(torch.cat([s_emb, t_emb], -1))
+        drift, raw = out[:, : self.dim], out[:, self.dim :]
+        if self.langevin:
+            with torch.no_grad():
+                g = self.grad_fn(x.detach()).to(x.dtype).clamp(-self.lgv_clip, self.lgv_clip)
+            if self.arch == "pis":
+                scale = self.lgv_model(tf)
+            else:
+                scale = self.lgv_model(torch.cat([s_emb, t_emb], -1))
+            drift = drift + scale * g
+        drift = drift.clamp(-self.out_clip, self.out_clip)
+        if not self.learn_var:
+            return drift, None
+        log_var = self.log_var_range * torch.tanh(raw) + math.log(self.t_scale)
+        return drift, log_var
