@@ -9,13 +9,15 @@ from typing import Any
 
 from adaptive_teacher.config import PRESETS
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError
-from adaptive_teacher.tasks import TASKS, make_task, task_info
+from adaptive_teacher.tasks import DIFFUSION_TASKS, TASKS, make_task, task_family, task_info, task_spec
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="deceptive-grid", help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--dim", type=int, default=2, help="grid dimension d")
+    p.add_argument("--dim", type=int, default=None, help="dimension (grid default 2, manywell 32, gmm25 2)")
     p.add_argument("--height", type=int, default=16, help="grid side H")
+    p.add_argument("--n-steps", type=int, default=None, help="diffusion: Euler–Maruyama steps T (default 100)")
+    p.add_argument("--t-scale", type=float, default=None, help="diffusion: σ² of the reference process")
 
 
 def _method_options(p: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def _method_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learn-pb", help="learn the backward policy", **flag)
     g.add_argument("--gafn", help="GAFN: RND intrinsic rewards with augmented flows", **flag)
     g.add_argument("--ri-scale", type=float, default=None)
-    g.add_argument("--objective", choices=["tb", "db"], default=None)
+    g.add_argument("--objective", choices=["tb", "db", "vargrad"], default=None)
     g.add_argument("--C", type=float, default=None, help="Teacher weight of under-sampled x (default 19)")
     g.add_argument("--alpha", type=float, default=None, help="Teacher reward exponent of R (default 0)")
     g.add_argument("--lr", type=float, default=None)
@@ -45,9 +47,21 @@ def _method_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--hidden", type=int, default=None)
     g.add_argument("--n-evals", type=int, default=None, help="evaluations (metrics lines) per run")
+    g.add_argument("--iterations", type=int, default=None, help="budget in iterations instead of reward calls")
+    g.add_argument("--arch", choices=["pis", "at256"], default=None, help="diffusion network (default pis)")
+    g.add_argument("--learn-var", help="diffusion: learned per-step variance", **flag)
+    g.add_argument("--eval-samples", type=int, default=None, help="diffusion: samples per evaluation")
+    g.add_argument("--final-eval-samples", type=int, default=None, help="diffusion: samples at the end")
+    g.add_argument("--ls-every", type=int, default=None, help="diffusion: MALA every this many iterations")
 
 
 OPTION_NAMES = (
+    "iterations",
+    "arch",
+    "learn_var",
+    "eval_samples",
+    "final_eval_samples",
+    "ls_every",
     "teacher",
     "buffer",
     "buffer_size",
@@ -88,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default runs/<task>-<method>-seed<S>)")
     train.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted run in DIR")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for small nets)")
     _method_options(train)
 
     cmp = sub.add_parser("compare", help="run methods × seeds, write results.csv, results.md and a plot")
@@ -111,10 +126,17 @@ def _int_list(text: str, option: str) -> list[int]:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     task = {"name": args.task, "dim": args.dim, "height": args.height}
+    if args.task in DIFFUSION_TASKS:
+        task = {"name": args.task, "dim": args.dim, "n_steps": args.n_steps, "t_scale": args.t_scale}
     if args.command == "info":
         print(json.dumps(task_info(make_task(task)), indent=2))
         return 0
     if args.command == "train":
+        import torch
+
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
+        torch.set_num_threads(args.threads)
         from adaptive_teacher.config import resolve_config
         from adaptive_teacher.trainer import Trainer
 
@@ -122,15 +144,17 @@ def run(argv: list[str] | None = None) -> int:
             trainer = Trainer.resume(args.resume)
         else:
             env = make_task(task)
+            task = task_spec(env)
             opts = _options(args)
             cfg = resolve_config(
                 args.method,
+                task_family(env),
                 reward_calls=args.reward_calls,
                 seed=args.seed,
                 progress=not args.no_progress,
                 **opts,
             )
-            out = args.out or f"runs/{args.task}-d{args.dim}-H{args.height}-{args.method}-seed{args.seed}"
+            out = args.out or "runs/" + "-".join(f"{v}" for v in task.values()) + f"-{args.method}-seed{args.seed}"
             trainer = Trainer(env, cfg, out)
         summary = trainer.train()
         print(json.dumps(summary, indent=2))
@@ -147,10 +171,11 @@ def run(argv: list[str] | None = None) -> int:
             raise ConfigError("--seeds: give at least one seed")
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1 (got {args.jobs})")
-        make_task(task)  # validate the task before spawning workers
+        task = task_spec(make_task(task))  # validate the task before spawning workers
         table = compare(task, methods, seeds, args.reward_calls, args.out, args.jobs, **_options(args))
         print(table)
-        print(f"Plot: {args.out}/modes_vs_reward_calls.png  Table: {args.out}/results.md  CSV: {args.out}/results.csv")
+        plot = "eubo_vs_reward_calls.png" if task["name"] in DIFFUSION_TASKS else "modes_vs_reward_calls.png"
+        print(f"Plot: {args.out}/{plot}  Table: {args.out}/results.md  CSV: {args.out}/results.csv")
         return 0
     return 2
 

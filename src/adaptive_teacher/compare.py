@@ -12,7 +12,28 @@ from typing import Any
 
 from adaptive_teacher.config import resolve_config
 
-TABLE_KEYS = ("modes_found", "l1", "l1_mean", "log_Z_error")
+# (metric key, column title) per task family
+COLUMNS = {
+    "discrete": [
+        ("modes_found", "modes found"),
+        ("l1", "L1 (Σ)"),
+        ("l1_mean", "L1 (mean)"),
+        ("log_Z_error", "abs(log Z error)"),
+    ],
+    "diffusion": [
+        ("delta_log_Z", "Δlog Z (ELBO)"),
+        ("delta_log_Z_is", "Δlog Z^RW"),
+        ("eubo", "EUBO"),
+        ("w2", "W2"),
+        ("elbo", "ELBO"),
+    ],
+}
+
+
+def _family(task: dict[str, Any]) -> str:
+    from adaptive_teacher.tasks import DIFFUSION_TASKS
+
+    return "diffusion" if task.get("name") in DIFFUSION_TASKS else "discrete"
 
 
 def _run_one(
@@ -30,7 +51,7 @@ def _run_one(
     from adaptive_teacher.trainer import Trainer
 
     torch.set_num_threads(threads)
-    cfg = resolve_config(method, reward_calls=reward_calls, seed=seed, progress=False, **options)
+    cfg = resolve_config(method, _family(task), reward_calls=reward_calls, seed=seed, progress=False, **options)
     return Trainer(make_task(task), cfg, out).train()
 
 
@@ -55,7 +76,10 @@ def compare(
 ) -> str:
     """Returns the markdown table; files go to ``out``."""
     for m in methods:
-        resolve_config(m, **options)  # fail fast on a bad method or option
+        resolve_config(m, _family(task), **options)  # fail fast on a bad method or option
+    family = _family(task)
+    columns = COLUMNS[family]
+    keys = [k for k, _ in columns]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [(m, s, str(out / m / f"seed{s}")) for m in methods for s in seeds]
@@ -69,7 +93,7 @@ def compare(
 
         summaries = [_run_one(task, m, s, reward_calls, d, options, torch.get_num_threads()) for m, s, d in runs]
     rows = [
-        {"method": m, "seed": s, **{k: summ.get(k) for k in ("reward_calls", "wall_s", *TABLE_KEYS)}}
+        {"method": m, "seed": s, **{k: summ.get(k) for k in ("reward_calls", "step", "wall_s", *keys)}}
         for (m, s, _), summ in zip(runs, summaries, strict=True)
     ]
     with open(out / "results.csv", "w", newline="") as f:
@@ -77,27 +101,29 @@ def compare(
         writer.writeheader()
         writer.writerows(rows)
     n_modes = summaries[0].get("n_modes")
+    header = f"Task {json.dumps(task)}, {reward_calls} reward calls, seeds {','.join(map(str, seeds))}"
+    header += "; mean ± std over seeds"
+    header += (
+        f"; {n_modes} modes in total." if n_modes is not None else f"; exact log Z {summaries[0].get('log_Z_true')}."
+    )
     lines = [
-        f"Task {json.dumps(task)}, {reward_calls} reward calls, seeds {','.join(map(str, seeds))}; "
-        f"mean ± std over seeds; {n_modes} modes in total.",
+        header,
         "",
-        "| method | modes found | L1 (Σ) | L1 (mean) | abs(log Z error) | wall s |",
-        "|---|---|---|---|---|---|",
+        "| method | " + " | ".join(title for _, title in columns) + " | iterations | wall s |",
+        "|---" * (len(columns) + 3) + "|",
     ]
     for m in methods:
         sel = [r for r in rows if r["method"] == m]
-        cells = [_fmt([r[k] for r in sel]) for k in (*TABLE_KEYS, "wall_s")]
+        cells = [_fmt([r[k] for r in sel]) for k in (*keys, "step", "wall_s")]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     (out / "results.md").write_text(table)
     from adaptive_teacher.plots import plot_metric_vs_reward_calls
 
-    plot_metric_vs_reward_calls(
-        out,
-        methods,
-        seeds,
-        "modes_found",
-        out / "modes_vs_reward_calls.png",
-        title=f"Modes found ({n_modes} in total)",
-    )
+    if family == "discrete":
+        title = f"Modes found ({n_modes} in total)"
+        plot_metric_vs_reward_calls(out, methods, seeds, "modes_found", out / "modes_vs_reward_calls.png", title)
+    else:
+        title = "EUBO (closer to log Z is better)"
+        plot_metric_vs_reward_calls(out, methods, seeds, "eubo", out / "eubo_vs_reward_calls.png", title)
     return table

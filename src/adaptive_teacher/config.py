@@ -86,6 +86,7 @@ def methods_for(family: str) -> list[str]:
 class TrainConfig:
     method: str = "teacher"
     reward_calls: int = 16_000
+    iterations: int | None = None  # budget in training iterations instead of reward calls
     seed: int = 0
     batch_size: int = 16
     objective: str = "tb"
@@ -160,11 +161,13 @@ def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> T
 def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
     """Raise ConfigError naming the first impossible option."""
     checks: list[tuple[bool, str]] = [
+        (cfg.family in FAMILIES, f"unknown task family {cfg.family!r}"),
         (
-            cfg.method in PRESETS,
-            f"--method: unknown method {cfg.method!r}; choose one of {', '.join(PRESETS)}",
+            cfg.method in methods_for(cfg.family),
+            f"--method: unknown method {cfg.method!r}; choose one of {', '.join(methods_for(cfg.family))}",
         ),
         (cfg.reward_calls > 0, f"--reward-calls must be > 0 (got {cfg.reward_calls})"),
+        (cfg.iterations is None or cfg.iterations > 0, f"--iterations must be > 0 (got {cfg.iterations})"),
         (cfg.batch_size >= 1, f"--batch-size must be >= 1 (got {cfg.batch_size})"),
         (
             cfg.objective in OBJECTIVES[cfg.family],

@@ -4,33 +4,50 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptive_teacher.envs.base import DiscreteEnv
 from adaptive_teacher.envs.hypergrid import DeceptiveGrid
 from adaptive_teacher.errors import ConfigError
 
-TASKS = ("deceptive-grid",)
+TASKS = ("deceptive-grid", "gmm25", "manywell")
+DIFFUSION_TASKS = {"gmm25": "25gmm", "manywell": "manywell"}
 
 
-def make_task(spec: dict[str, Any]) -> DiscreteEnv:
-    """Build a task from ``{"name": ..., **parameters}``."""
+def make_task(spec: dict[str, Any]):
+    """Build a task from ``{"name": ..., **parameters}`` (parameters left out or None take their defaults)."""
     name = spec.get("name")
     if name == "deceptive-grid":
-        return DeceptiveGrid(int(spec.get("dim", 2)), int(spec.get("height", 16)))
+        return DeceptiveGrid(int(spec.get("dim") or 2), int(spec.get("height") or 16))
+    if name in DIFFUSION_TASKS:
+        from adaptive_teacher.densities import make_density
+        from adaptive_teacher.envs.diffusion import DiffusionEnv
+
+        dim = spec.get("dim")
+        if name == "gmm25" and dim not in (None, 2):
+            raise ConfigError(f"--dim: gmm25 is 2-dimensional (got {dim})")
+        density = make_density(DIFFUSION_TASKS[name], None if dim is None else int(dim))
+        return DiffusionEnv(density, int(spec.get("n_steps") or 100), spec.get("t_scale"))
     raise ConfigError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
-def task_spec(env: DiscreteEnv) -> dict[str, Any]:
+def task_family(env) -> str:
+    return getattr(env, "family", "discrete")
+
+
+def task_spec(env) -> dict[str, Any]:
     """The JSON spec of a task (``name`` plus the parameters that rebuild it)."""
-    name = getattr(env, "name", type(env).__name__)
-    spec: dict[str, Any] = {"name": name}
+    if task_family(env) == "diffusion":
+        name = next((k for k, v in DIFFUSION_TASKS.items() if v == env.density.name), env.density.name)
+        return {"name": name, "dim": env.dim, "n_steps": env.n_steps, "t_scale": env.t_scale}
+    spec: dict[str, Any] = {"name": getattr(env, "name", type(env).__name__)}
     for attr in ("dim", "height"):
         if hasattr(env, attr):
             spec[attr] = getattr(env, attr)
     return spec
 
 
-def task_info(env: DiscreteEnv) -> dict[str, Any]:
-    """What ``adaptive-teacher info`` prints: size, number of modes, exact log Z (None when too large)."""
+def task_info(env) -> dict[str, Any]:
+    """What ``adaptive-teacher info`` prints: size, modes and the exact log Z (None when too large)."""
+    if task_family(env) == "diffusion":
+        return {**task_spec(env), "log_Z": float(env.density.log_Z)}
     states = env.enumerate_states()
     n_terminal = getattr(env, "n_terminal_states", None)
     if states is not None:

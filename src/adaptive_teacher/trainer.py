@@ -55,7 +55,7 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     else:
         base = ["student", "replay"] if cfg.buffer != "none" else ["student"]
     cycle = (base * 16)[:16]
-    if cfg.local_search:
+    if cfg.local_search and cfg.family == "discrete":
         explorer = "teacher" if cfg.teacher else "student"
         for i in (14, 15):
             if cycle[i] == explorer:
@@ -123,7 +123,16 @@ class Trainer:
     # ---- batches ----------------------------------------------------------------------------------
     @property
     def progress(self) -> float:
-        return min(1.0, self.reward_calls / self.cfg.reward_calls)
+        return min(1.0, self.used / self.total)
+
+    @property
+    def total(self) -> int:
+        """The budget: iterations when ``cfg.iterations`` is set, reward calls otherwise."""
+        return self.cfg.iterations if self.cfg.iterations is not None else self.cfg.reward_calls
+
+    @property
+    def used(self) -> int:
+        return self.step if self.cfg.iterations is not None else self.reward_calls
 
     def _rewarded(self, traj: Trajectories) -> Trajectories:
         traj = self.env.with_rewards(traj)
@@ -226,7 +235,10 @@ class Trainer:
         if self.cfg.objective == "db":
             return detailed_balance(lp, target)
         if self.cfg.objective == "vargrad":
-            return vargrad(lp, target)
+            loss, delta = vargrad(lp, target)
+            with torch.no_grad():  # keep the batch estimate log Ẑ = mean w as the reported log Z
+                model.log_Z.fill_(float((target + lp.log_pb.sum(1) - lp.log_pf.sum(1)).mean()))
+            return loss, delta
         return trajectory_balance(lp, model.log_Z, target)
 
     def _gafn_log_reward(self, traj: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,8 +303,9 @@ class Trainer:
             assert priority is not None
             keys = self.env.state_key(traj.terminal)
             teacher_fills = cfg.teacher and cfg.teacher_into_buffer and len(self.buffer) > 0
-            if is_new and not teacher_fills and bool(gate.any()):
-                rows = gate.nonzero().squeeze(1)
+            if is_new and not teacher_fills and (len(self.buffer) == 0 or bool(gate.any())):
+                # The first batch seeds the buffer ungated (as in the paper's diffusion code).
+                rows = gate.nonzero().squeeze(1) if len(self.buffer) > 0 else torch.arange(traj.batch_size)
                 self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
             elif not is_new and cfg.buffer == "teacher_reward":
                 self.buffer.update_priority(keys, priority)
@@ -336,7 +349,7 @@ class Trainer:
         return row
 
     def _eval_threshold(self, i: int) -> int:
-        return (self.cfg.reward_calls * i) // self.cfg.n_evals
+        return (self.total * i) // self.cfg.n_evals
 
     # ---- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -346,9 +359,9 @@ class Trainer:
             self._write_json("config.json", {"task": task_spec(self.env), "config": cfg.to_dict()})
         show = cfg.progress and sys.stderr.isatty()
         bar = tqdm(
-            total=cfg.reward_calls,
-            initial=min(self.reward_calls, cfg.reward_calls),
-            unit="calls",
+            total=self.total,
+            initial=min(self.used, self.total),
+            unit="it" if cfg.iterations is not None else "calls",
             disable=not show,
             dynamic_ncols=True,
             desc=cfg.method,
@@ -357,9 +370,9 @@ class Trainer:
             if self.step == 0 and self.next_eval == 0:
                 self._record(self.evaluate())
                 self.next_eval = 1
-            while self.reward_calls < cfg.reward_calls:
+            while self.used < self.total:
                 t0 = time.perf_counter()
-                before = self.reward_calls
+                before = self.used
                 if cfg.family == "diffusion" and cfg.local_search and cfg.ls_every > 0:
                     if self.step % cfg.ls_every == 0 and self.buffer is not None and len(self.buffer) > 0:
                         self._mala_to_buffer()
@@ -371,13 +384,13 @@ class Trainer:
                 if not math.isnan(result.teacher_loss):
                     self._teacher_losses.append(result.teacher_loss)
                 self.wall_s += time.perf_counter() - t0
-                bar.update(min(self.reward_calls, cfg.reward_calls) - min(before, cfg.reward_calls))
-                done = self.reward_calls >= cfg.reward_calls
-                if done or self.reward_calls >= self._eval_threshold(self.next_eval):
+                bar.update(min(self.used, self.total) - min(before, self.total))
+                done = self.used >= self.total
+                if done or self.used >= self._eval_threshold(self.next_eval):
                     row = self.evaluate(final=done)
                     shown = ("modes_found", "l1") if cfg.family == "discrete" else ("elbo", "eubo")
                     bar.set_postfix({k: row.get(k) for k in shown}, refresh=False)
-                    while self.next_eval <= cfg.n_evals and self.reward_calls >= self._eval_threshold(self.next_eval):
+                    while self.next_eval <= cfg.n_evals and self.used >= self._eval_threshold(self.next_eval):
                         self.next_eval += 1
                     self._record(row)
         finally:
@@ -388,7 +401,8 @@ class Trainer:
             "task": task_spec(self.env),
             "seed": cfg.seed,
             "n_modes": self.env.n_modes,
-            "reward_calls_budget": cfg.reward_calls,
+            "reward_calls_budget": cfg.reward_calls if cfg.iterations is None else None,
+            "iterations_budget": cfg.iterations,
         }
         if self.out_dir is not None:
             self._write_json("summary.json", summary)
