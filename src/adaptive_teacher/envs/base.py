@@ -130,6 +130,31 @@ class DiscreteEnv(ABC):
     def state_key(self, states: Tensor) -> Tensor:
         """A unique int64 key per state (for de-duplication and mode counting)."""
 
+    def step_or_stay(self, states: Tensor, actions: Tensor) -> Tensor:
+        """Apply the forward ``actions`` that are moves; rows whose action is stop or -1 stay as they are.
+
+        The generic version steps only the moving rows; an environment may override it with one
+        vectorised expression (the samplers call it once per step for the whole batch).
+        """
+        moving = (actions >= 0) & (actions != self.stop)
+        nxt = states.clone()
+        if bool(moving.any()):
+            nxt[moving] = self.step(states[moving], actions[moving])
+        return nxt
+
+    def backward_step_or_stay(self, states: Tensor, backward_actions: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
+        """One backward-sampling step: the parents of the ``alive`` rows (the others stay), and the forward
+        actions leading back to the children (-1 where not alive).
+
+        The generic version steps only the alive rows; an environment may override it with vectorised ops.
+        """
+        parent = states.clone()
+        fwd = torch.full_like(backward_actions, -1)
+        if bool(alive.any()):
+            parent[alive] = self.backward_step(states[alive], backward_actions[alive])
+            fwd[alive] = self.forward_action(parent[alive], backward_actions[alive])
+        return parent, fwd
+
     def is_initial(self, states: Tensor) -> Tensor:
         return ~self.backward_mask(states).any(-1)
 
@@ -185,13 +210,10 @@ class DiscreteEnv(ABC):
 
         With ``eps > 0`` each action comes from (1-eps)·P_F + eps·Uniform(valid actions).
         """
-        states = self.initial_states(n) if start is None else start.clone()
-        batch = states.shape[0]
-        dev = states.device
-        done = torch.zeros(batch, dtype=torch.bool, device=dev)
-        lengths = torch.zeros(batch, dtype=torch.long, device=dev)
+        states = self.initial_states(n) if start is None else start
+        done = torch.zeros(states.shape[0], dtype=torch.bool, device=states.device)
         all_states, all_actions = [states], []
-        n_forward = self.n_actions
+        n_forward, stop = self.n_actions, self.stop
         for _ in range(self.max_length):
             mask = self.forward_mask(states)
             logits = model(self.features(states))[:, :n_forward]
@@ -200,22 +222,17 @@ class DiscreteEnv(ABC):
             probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
             if eps > 0:
                 probs = (1 - eps) * probs + eps * mask / mask.sum(-1, keepdim=True)
-            actions = torch.multinomial(probs, 1).squeeze(-1)
-            actions = actions.masked_fill(done, -1)
-            moving = (actions >= 0) & (actions != self.stop)
-            nxt = states.clone()
-            if bool(moving.any()):
-                nxt[moving] = self.step(states[moving], actions[moving])
-            lengths += (~done).long()
-            done = done | (actions == self.stop)
-            all_states.append(nxt)
+            actions = torch.multinomial(probs, 1).view(-1).masked_fill(done, -1)
+            states = self.step_or_stay(states, actions)  # a new tensor: ``start`` is never written to
+            done = done | (actions == stop)
+            all_states.append(states)
             all_actions.append(actions)
-            states = nxt
             if bool(done.all()):
                 break
-        if not bool(done.all()):
+        else:
             raise RuntimeError(f"{type(self).__name__}: a trajectory did not stop within max_length")
-        return Trajectories(torch.stack(all_states, 1), torch.stack(all_actions, 1), lengths)
+        actions_t = torch.stack(all_actions, 1)
+        return Trajectories(torch.stack(all_states, 1), actions_t, (actions_t >= 0).sum(1))
 
     @torch.no_grad()
     def backward_rollout(self, x: Tensor, model: torch.nn.Module | None = None) -> Trajectories:
@@ -225,28 +242,24 @@ class DiscreteEnv(ABC):
         chain, back_actions = [x], []
         cur = x
         n_back = torch.zeros(batch, dtype=torch.long, device=dev)
+        learned = model is not None and getattr(model, "learn_pb", False)
         for _ in range(self.max_length):
             mask = self.backward_mask(cur)
             alive = mask.any(-1)
             if not bool(alive.any()):
                 break
-            if model is not None and getattr(model, "learn_pb", False):
+            if learned:
+                assert model is not None
                 logits = model.split(model(self.features(cur)))[1]
                 probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
-                probs = torch.where(alive[:, None], probs, torch.full_like(probs, 1.0 / probs.shape[1]))
+                probs = torch.where(alive[:, None], probs, 1.0 / probs.shape[1])
             else:
-                probs = torch.where(alive[:, None], mask.float(), torch.ones_like(mask, dtype=torch.float))
-            b = torch.multinomial(probs, 1).squeeze(-1)
-            parent = cur.clone()
-            if bool(alive.any()):
-                parent[alive] = self.backward_step(cur[alive], b[alive])
-            fwd = torch.full_like(b, -1)
-            if bool(alive.any()):
-                fwd[alive] = self.forward_action(parent[alive], b[alive])
-            n_back += alive.long()
-            chain.append(parent)
+                probs = (mask | ~alive[:, None]).float()
+            b = torch.multinomial(probs, 1).view(-1)
+            cur, fwd = self.backward_step_or_stay(cur, b, alive)
+            n_back += alive
+            chain.append(cur)
             back_actions.append(fwd)
-            cur = parent
         chain_t = torch.stack(chain, 1)  # chain_t[:, k] = state k steps before x
         k_max = chain_t.shape[1] - 1
         fwd_actions = torch.stack(back_actions, 1) if back_actions else x.new_zeros((batch, 0), dtype=torch.long)
@@ -267,44 +280,39 @@ class DiscreteEnv(ABC):
         return Trajectories(states, actions, n_back + 1)
 
     def log_probs(self, model: torch.nn.Module, traj: Trajectories) -> StepLogProbs:
-        """Per-step log P_F, log P_B (and log F) of ``traj`` under ``model`` in one batched network pass."""
+        """Per-step log P_F, log P_B (and log F) of ``traj`` under ``model`` in one batched network pass.
+
+        Only the real transitions are evaluated (network, masks, softmax); padding gets zeros.
+        """
         states, actions = traj.states, traj.actions
         batch, length = actions.shape
+        trail = states.shape[2:]
         valid = traj.valid()
-        sources = states[:, :length]
-        flat_valid = valid.reshape(-1)
-        src_flat = sources.reshape(batch * length, *states.shape[2:])
-        out_valid = model(self.features(src_flat[flat_valid]))
-        out = out_valid.new_zeros((batch * length, out_valid.shape[1]))
-        out[flat_valid] = out_valid
-        fwd_logits, bwd_logits, log_flow = model.split(out)
+        rows = valid.reshape(-1).nonzero().squeeze(1)  # real transitions, trajectory by trajectory, in order
+        src = states[:, :length].reshape(batch * length, *trail).index_select(0, rows)
+        a = actions.reshape(-1).index_select(0, rows)
+        fwd_logits, bwd_logits, log_flow = model.split(model(self.features(src)))
 
-        fmask = self.forward_mask(src_flat)
-        log_p = torch.log_softmax(fwd_logits.masked_fill(~fmask, -math.inf), -1)
-        a = actions.reshape(-1).clamp(min=0)
-        log_pf = log_p.gather(1, a[:, None]).squeeze(1).view(batch, length)
-        log_pf = torch.where(valid, log_pf, torch.zeros_like(log_pf))
+        log_p = torch.log_softmax(fwd_logits.masked_fill(~self.forward_mask(src), -math.inf), -1)
+        lpf = log_p.gather(1, a[:, None]).squeeze(1)
 
-        moved = valid & (actions != self.stop)
-        children = states[:, 1 : length + 1].reshape(batch * length, *states.shape[2:])
+        children = states[:, 1 : length + 1].reshape(batch * length, *trail).index_select(0, rows)
         bmask = self.backward_mask(children)
         if bwd_logits is None:
-            log_pb = -bmask.sum(-1).clamp(min=1).to(log_pf.dtype).log().view(batch, length)
+            lpb = -bmask.sum(-1).clamp(min=1).to(lpf.dtype).log()
         else:
-            # The child of transition t is the source of transition t+1, so its logits sit one step later.
-            child_logits = torch.cat(
-                [
-                    bwd_logits.view(batch, length, -1)[:, 1:],
-                    bwd_logits.new_zeros((batch, 1, bwd_logits.shape[1])),
-                ],
-                1,
-            ).reshape(batch * length, -1)
+            # The child of a move is the source of the next transition of the same trajectory: the next row.
+            child_logits = torch.cat([bwd_logits[1:], bwd_logits.new_zeros((1, bwd_logits.shape[1]))])
             log_b = torch.log_softmax(child_logits.masked_fill(~bmask, -math.inf), -1)
-            b = self.backward_action(src_flat, a).clamp(0, self.n_backward_actions - 1)
-            log_pb = log_b.gather(1, b[:, None]).squeeze(1).view(batch, length)
-        log_pb = torch.where(moved, log_pb, torch.zeros_like(log_pb))
-        flow = None if log_flow is None else log_flow.view(batch, length)
-        return StepLogProbs(log_pf, log_pb, flow, valid)
+            b = self.backward_action(src, a).clamp(0, self.n_backward_actions - 1)
+            lpb = log_b.gather(1, b[:, None]).squeeze(1)
+        lpb = torch.where(a != self.stop, lpb, torch.zeros_like(lpb))
+
+        def padded(v: Tensor) -> Tensor:
+            return v.new_zeros(batch * length).index_put((rows,), v).view(batch, length)
+
+        flow = None if log_flow is None else padded(log_flow)
+        return StepLogProbs(padded(lpf), padded(lpb), flow, valid)
 
     def splice(self, prefix: Trajectories, keep: Tensor, suffix: Trajectories) -> Trajectories:
         """Trajectory = the first ``keep`` transitions of ``prefix`` followed by ``suffix``.

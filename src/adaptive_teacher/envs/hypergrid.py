@@ -35,6 +35,9 @@ class Hypergrid(DiscreteEnv):
         self.max_length = self.dim * (self.height - 1) + 1
         self.n_features = self.dim * self.height
         self._strides = self.height ** torch.arange(self.dim, dtype=torch.long)
+        self._coords = torch.arange(self.dim)  # the move actions, one per coordinate
+        self._offsets = self._coords * self.height  # where each coordinate's one-hot block starts
+        self._stop_only = torch.arange(self.n_actions) == self.dim  # a mask row allowing stop alone
 
     # -- size ---------------------------------------------------------------------------------------
     @property
@@ -52,10 +55,8 @@ class Hypergrid(DiscreteEnv):
         return torch.zeros((n, self.dim), dtype=torch.long)
 
     def forward_mask(self, states: Tensor) -> Tensor:
-        at_edge = states == self.height - 1
-        forced_stop = at_edge.any(-1, keepdim=True)
-        move = ~at_edge & ~forced_stop
-        return torch.cat([move, torch.ones_like(forced_stop)], -1)
+        # Every move is allowed unless some coordinate is at H-1, which forces stop; stop is always allowed.
+        return (states < self.height - 1).all(-1, keepdim=True) | self._stop_only.to(states.device)
 
     def backward_mask(self, states: Tensor) -> Tensor:
         at_edge = states == self.height - 1
@@ -72,6 +73,14 @@ class Hypergrid(DiscreteEnv):
         out[torch.arange(len(states)), backward_actions] -= 1
         return out
 
+    def step_or_stay(self, states: Tensor, actions: Tensor) -> Tensor:
+        # Stop (= dim) and padding (-1) match no coordinate, so those rows stay.
+        return states + (actions[:, None] == self._coords.to(states.device))
+
+    def backward_step_or_stay(self, states: Tensor, backward_actions: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
+        b = backward_actions.masked_fill(~alive, -1)
+        return states - (b[:, None] == self._coords.to(states.device)).to(states.dtype), b
+
     def backward_action(self, states: Tensor, actions: Tensor) -> Tensor:
         return actions
 
@@ -80,10 +89,8 @@ class Hypergrid(DiscreteEnv):
 
     def features(self, states: Tensor) -> Tensor:
         """One-hot encoding of every coordinate, [n, d·H] (as in the paper's grid code)."""
-        idx = states + torch.arange(self.dim, device=states.device) * self.height
-        out = torch.zeros((states.shape[0], self.n_features), device=states.device)
-        out.scatter_(1, idx, 1.0)
-        return out
+        idx = states + self._offsets.to(states.device)
+        return torch.zeros((states.shape[0], self.n_features), device=states.device).scatter_(1, idx, 1.0)
 
     def reward(self, x: Tensor) -> Tensor:
         return self.reward_fn(x)
