@@ -49,7 +49,11 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     Teacher: Student, Student, Teacher, Teacher (no buffer) or Student, replay, Teacher, replay (buffer).
     TB: Student (no buffer) or Student, replay. Local search refines the exploring source's batch on the
     last two steps of every 16 (so 1/8 of the Student batches for TB, 1/4 of the Teacher batches).
+    Diffusion Teacher (the paper's diffusion code): Student, Teacher samples → buffer then replay, Student,
+    replay; the Student never trains on the Teacher's trajectories directly.
     """
+    if cfg.teacher and cfg.teacher_into_buffer:
+        return ["student", "teacher>replay", "student", "replay"]
     if cfg.teacher:
         base = ["student", "replay", "teacher", "replay"] if cfg.buffer != "none" else ["student"] * 2 + ["teacher"] * 2
     else:
