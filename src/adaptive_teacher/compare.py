@@ -50,6 +50,12 @@ def _run_one(
     from adaptive_teacher.tasks import make_task
     from adaptive_teacher.trainer import Trainer
 
+    done = Path(out) / "summary.json"
+    if done.exists():  # finished earlier: reuse (delete the run directory to redo it)
+        summary = json.loads(done.read_text())
+        if summary.get("method") == method and summary.get("seed") == seed and summary.get("task") == task:
+            return summary
+
     torch.set_num_threads(threads)
     cfg = resolve_config(method, _family(task), reward_calls=reward_calls, seed=seed, progress=False, **options)
     return Trainer(make_task(task), cfg, out).train()
@@ -61,6 +67,8 @@ def _fmt(values: list[float]) -> str:
         return "–"
     mean = statistics.fmean(vals)
     std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    if 0 < abs(mean) < 0.01:
+        return f"{mean:.2e} ± {std:.1e}"
     digits = 1 if abs(mean) >= 10 else 3
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
