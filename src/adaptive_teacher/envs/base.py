@@ -71,6 +71,16 @@ def concat_trajectories(parts: list[Trajectories]) -> Trajectories:
     return Trajectories(torch.cat(states), torch.cat(actions), torch.cat([p.lengths for p in parts]), rewards)
 
 
+def sample_categorical(probs: Tensor) -> Tensor:
+    """One draw per row of ``probs`` [n, k] (rows need not be normalised; NaN rows give garbage).
+
+    Exactly what ``torch.multinomial(probs, 1)`` computes for one sample (argmax of p / Exp(1) noise,
+    the same random numbers, hence the same draws), without its input validation, which costs three
+    synchronising reductions per call: the samplers call this once per step.
+    """
+    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
+
 @dataclass
 class StepLogProbs:
     """Per-transition log-probabilities, zero on padding. ``log_flow`` is log F(s_t) (DB only)."""
@@ -222,16 +232,25 @@ class DiscreteEnv(ABC):
             probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
             if eps > 0:
                 probs = (1 - eps) * probs + eps * mask / mask.sum(-1, keepdim=True)
-            actions = torch.multinomial(probs, 1).view(-1).masked_fill(done, -1)
+            # A row of NaN (a diverged model, or no allowed action) is all NaN: it ends, unstopped, and raises below.
+            broken = probs[:, 0].isnan()
+            actions = sample_categorical(probs).masked_fill(done | broken, -1)
             states = self.step_or_stay(states, actions)  # a new tensor: ``start`` is never written to
-            done = done | (actions == stop)
+            done = done | (actions == stop) | broken
             all_states.append(states)
             all_actions.append(actions)
             if bool(done.all()):
                 break
-        else:
-            raise RuntimeError(f"{type(self).__name__}: a trajectory did not stop within max_length")
         actions_t = torch.stack(all_actions, 1)
+        stopped = (actions_t == stop).any(1)
+        if not bool(stopped.all()):
+            i = int((~stopped).nonzero()[0, 0])
+            why = (
+                "met NaN action probabilities (a diverged model, or a state with no allowed action)"
+                if bool(done[i])
+                else "did not stop within max_length"
+            )
+            raise RuntimeError(f"{type(self).__name__}: trajectory {i} {why}, at state {states[i].tolist()}")
         return Trajectories(torch.stack(all_states, 1), actions_t, (actions_t >= 0).sum(1))
 
     @torch.no_grad()
@@ -253,9 +272,9 @@ class DiscreteEnv(ABC):
                 logits = model.split(model(self.features(cur)))[1]
                 probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
                 probs = torch.where(alive[:, None], probs, 1.0 / probs.shape[1])
+                b = torch.multinomial(probs, 1).view(-1)
             else:
-                probs = (mask | ~alive[:, None]).float()
-            b = torch.multinomial(probs, 1).view(-1)
+                b = sample_categorical((mask | ~alive[:, None]).float())
             cur, fwd = self.backward_step_or_stay(cur, b, alive)
             n_back += alive
             chain.append(cur)
