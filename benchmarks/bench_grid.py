@@ -5,15 +5,15 @@
     .venv/bin/python benchmarks/bench_grid.py --quick    # under 30 s
 
 For every grid (d=2, H=64 and d=4, H=16) and batch size 16 it times, in one process and interleaved in
-rounds (so that a noisy machine slows every runner alike):
+rounds (so that a noisy machine slows every runner alike; the ratios are medians of per-round ratios):
 
 * ``library tb`` / ``library teacher``: the library's ``Trainer`` driven exactly as ``Trainer.train``
   drives it (``next_batch`` + ``train_step``), evaluation excluded;
 * ``bare tb``: the ~60-line plain-torch TB loop below (the reference);
 * ``torchgfn tb``: torchgfn's HyperGrid TB example set-up (KHot input, uniform P_B, on-policy log-probs
-  saved during sampling), only when ``import gfn`` works. torchgfn's HyperGrid lets a trajectory keep
-  moving in the other coordinates after one reaches H-1 (ours forces stop), so its trajectories are
-  longer: compare transitions per second too.
+  saved during sampling) with torchgfn's own deceptive reward, only when ``import gfn`` works.
+  torchgfn's HyperGrid lets a trajectory keep moving in the other coordinates after one reaches H-1
+  (ours forces stop), so its trajectories differ in length: compare transitions per second too.
 
 All runners use the defaults of the library (MLP 2x256 LeakyReLU, Adam lr 1e-3, log Z lr 0.1, gradient
 clipping 1.0), the same seed, a warm-up, and ``torch.set_num_threads(--threads)`` (default 1).
@@ -25,6 +25,7 @@ import argparse
 import importlib
 import math
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -116,12 +117,15 @@ def library_runner(dim: int, height: int, method: str, seed: int = 0, package: s
     env = lib.DeceptiveGrid(dim, height)
     cfg = config_mod.resolve_config(method, seed=seed, batch_size=BATCH, n_evals=1, progress=False)
     trainer = trainer_mod.Trainer(env, cfg)
+    milestones = getattr(trainer, "_apply_lr_milestones", None)  # newer trainers call it after every step
 
     def step() -> tuple[int, int]:
         before = trainer.reward_calls
         traj, is_new = trainer.next_batch(trainer.schedule[trainer.step % len(trainer.schedule)])
         result = trainer.train_step(traj, is_new)
         trainer.step += 1
+        if milestones is not None:
+            milestones()
         trainer._losses.append(result.loss)
         if not math.isnan(result.teacher_loss):
             trainer._teacher_losses.append(result.teacher_loss)
@@ -243,19 +247,32 @@ def bench_grid(dim: int, height: int, args: argparse.Namespace, gfn_version: str
     return runners
 
 
+def ratio(a: Timing, b: Timing) -> float:
+    """Time per trajectory of ``a`` over ``b``: the median of the per-round ratios (both ran the same number
+    of steps in each round, back to back), which a load spike on a shared machine hardly moves."""
+    return statistics.median(x / y for x, y in zip(a.rounds, b.rounds, strict=True))
+
+
 def markdown(results: dict[tuple[int, int], list[Timing]]) -> str:
-    lines = [
-        "| grid | runner | traj/s | transitions/s | mean length | s / 10k reward calls | time vs bare tb |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    with_gfn = any(r.name.startswith("torchgfn") for runners in results.values() for r in runners)
+    head = "| grid | runner | traj/s | transitions/s | mean length | s / 10k reward calls | time vs bare tb |"
+    rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    if with_gfn:
+        head += " speed-up vs torchgfn (traj/s) |"
+        rule += " ---: |"
+    lines = [head, rule]
     for (dim, height), runners in results.items():
         bare = next(r for r in runners if r.name == "bare tb")
+        gfn = next((r for r in runners if r.name.startswith("torchgfn")), None)
         for r in runners:
-            lines.append(
+            line = (
                 f"| d={dim}, H={height} | {r.name} | {r.traj_per_s:.0f} | {r.transitions / r.seconds:.0f} | "
                 f"{r.transitions / r.trajectories:.1f} | {r.s_per_10k_calls:.1f} | "
-                f"{(r.seconds / r.trajectories) / (bare.seconds / bare.trajectories):.2f}x |"
+                f"{ratio(r, bare):.2f}x |"
             )
+            if with_gfn:
+                line += f" {ratio(gfn, r):.2f}x |" if gfn is not None else " |"
+            lines.append(line)
     return "\n".join(lines)
 
 
