@@ -229,14 +229,14 @@ class DiscreteEnv(ABC):
             logits = model(self.features(states))[:, :n_forward]
             if temperature != 1.0:
                 logits = logits / temperature
-            probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
+            probs = torch.softmax(torch.where(mask, logits, -math.inf), -1)
             if eps > 0:
                 probs = (1 - eps) * probs + eps * mask / mask.sum(-1, keepdim=True)
             # A row of NaN (a diverged model, or no allowed action) is all NaN: it ends, unstopped, and raises below.
-            broken = probs[:, 0].isnan()
-            actions = sample_categorical(probs).masked_fill(done | broken, -1)
+            ended = done | probs[:, 0].isnan()
+            actions = sample_categorical(probs).masked_fill(ended, -1)
             states = self.step_or_stay(states, actions)  # a new tensor: ``start`` is never written to
-            done = done | (actions == stop) | broken
+            done = ended | (actions == stop)
             all_states.append(states)
             all_actions.append(actions)
             if bool(done.all()):
