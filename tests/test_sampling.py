@@ -64,7 +64,7 @@ def test_learned_backward_policy_log_probs_normalised():
     # Σ over all trajectories to x of P_B(τ|x) = 1: check by the empirical mean of 1/P_B (importance identity)
     n_paths = math.comb(5, 2)
     est = torch.exp(-lp.log_pb.sum(1).double()).mean()
-    assert abs(float(est) - n_paths) / n_paths < 0.1
+    assert abs(est.item() - n_paths) / n_paths < 0.1
 
 
 def test_splice_and_concat():

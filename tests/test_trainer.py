@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import adaptive_teacher as at
+from adaptive_teacher.cli import main as cli_main
 from adaptive_teacher.config import PRESETS, resolve_config
 from adaptive_teacher.envs import DeceptiveGrid, Hypergrid
 from adaptive_teacher.errors import ConfigError, RewardError, TrainingDiverged
@@ -165,47 +166,44 @@ def _cli(*args):
         (["train", "--resume", "/nonexistent/run"], "--resume"),
     ],
 )
-def test_cli_errors_are_one_line_without_traceback(args, option):
-    proc = _cli(*args)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and option in proc.stderr
+def test_cli_errors_are_one_line_without_traceback(args, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and option in err
 
 
-def test_cli_info_json():
-    proc = _cli("info", "--task", "deceptive-grid", "--dim", "2", "--height", "16")
-    assert proc.returncode == 0
-    info = json.loads(proc.stdout)
+def test_cli_error_in_a_real_process_has_no_traceback():
+    proc = _cli("train", "--method", "foo")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "adaptive-teacher: error: --method: unknown method 'foo'; choose one of " + ", ".join(PRESETS)
+    )
+
+
+def _cli_json(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(list(args))
+    assert exit_info.value.code == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_info_json(capsys):
+    info = _cli_json(capsys, "info", "--task", "deceptive-grid", "--dim", "2", "--height", "16")
     assert (info["n_terminal_states"], info["n_modes"]) == (255, 9)
     assert info["log_Z"] == pytest.approx(3.374, abs=1e-3)
 
 
-def test_cli_train_and_resume(tmp_path):
+def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    proc = _cli(
-        "train",
-        "--dim",
-        "2",
-        "--height",
-        "6",
-        "--method",
-        "tb-eps",
-        "--reward-calls",
-        "160",
-        "--hidden",
-        "16",
-        "--n-evals",
-        "2",
-        "--out",
-        str(out),
-        "--no-progress",
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["method"] == "tb-eps"
+    args = ["--dim", "2", "--height", "6", "--method", "tb-eps", "--hidden", "16", "--n-evals", "2", "--no-progress"]
+    summary = _cli_json(capsys, "train", *args, "--reward-calls", "160", "--out", str(out))
+    assert summary["method"] == "tb-eps" and summary["reward_calls"] == 160
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["eps"] == 0.01 and cfg["task"] == {"name": "deceptive-grid", "dim": 2, "height": 6}
-    proc = _cli("train", "--resume", str(out), "--no-progress")
-    assert proc.returncode == 0, proc.stderr
+    resumed = _cli_json(capsys, "train", "--resume", str(out), "--no-progress")
+    assert resumed["step"] == summary["step"]
 
 
 def test_cli_compare_writes_table_csv_and_plot(tmp_path):

@@ -14,8 +14,12 @@ DIFFUSION_TASKS = {"gmm25": "25gmm", "manywell": "manywell"}
 def make_task(spec: dict[str, Any]):
     """Build a task from ``{"name": ..., **parameters}`` (parameters left out or None take their defaults)."""
     name = spec.get("name")
+
+    def given(key: str, default: Any) -> Any:
+        return default if spec.get(key) is None else spec[key]
+
     if name == "deceptive-grid":
-        return DeceptiveGrid(int(spec.get("dim") or 2), int(spec.get("height") or 16))
+        return DeceptiveGrid(int(given("dim", 2)), int(given("height", 16)))
     if name in DIFFUSION_TASKS:
         from adaptive_teacher.densities import make_density
         from adaptive_teacher.envs.diffusion import DiffusionEnv
@@ -24,7 +28,7 @@ def make_task(spec: dict[str, Any]):
         if name == "gmm25" and dim not in (None, 2):
             raise ConfigError(f"--dim: gmm25 is 2-dimensional (got {dim})")
         density = make_density(DIFFUSION_TASKS[name], None if dim is None else int(dim))
-        return DiffusionEnv(density, int(spec.get("n_steps") or 100), spec.get("t_scale"))
+        return DiffusionEnv(density, int(given("n_steps", 100)), spec.get("t_scale"))
     raise ConfigError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
