@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--reward-calls", type=int, default=16_000)
     cmp.add_argument("--out", default="runs/compare")
     cmp.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    cmp.add_argument("--threads", type=int, default=1, help="torch threads per run")
     _method_options(cmp)
     return parser
 
@@ -172,7 +173,9 @@ def run(argv: list[str] | None = None) -> int:
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1 (got {args.jobs})")
         task = task_spec(make_task(task))  # validate the task before spawning workers
-        table = compare(task, methods, seeds, args.reward_calls, args.out, args.jobs, **_options(args))
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
+        table = compare(task, methods, seeds, args.reward_calls, args.out, args.jobs, args.threads, **_options(args))
         print(table)
         plot = "eubo_vs_reward_calls.png" if task["name"] in DIFFUSION_TASKS else "modes_vs_reward_calls.png"
         print(f"Plot: {args.out}/{plot}  Table: {args.out}/results.md  CSV: {args.out}/results.csv")
