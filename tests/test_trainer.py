@@ -234,3 +234,44 @@ def test_cli_compare_writes_table_csv_and_plot(tmp_path):
     assert len(rows) == 5 and rows[0].startswith("method,seed")
     table = (tmp_path / "results.md").read_text()
     assert "| tb |" in table and "| teacher |" in table
+
+
+def test_default_budgets_follow_the_paper_equal_budget_rule():
+    from adaptive_teacher.tasks import default_budget, make_task
+
+    assert default_budget(DeceptiveGrid(2, 32)) == {"reward_calls": 96_000}
+    assert default_budget(DeceptiveGrid(4, 16)) == {"reward_calls": 96_000}
+    assert default_budget(DeceptiveGrid(4, 32)) == {"reward_calls": 384_000}
+    assert default_budget(DeceptiveGrid(2, 512)) == {"reward_calls": 192_000}
+    assert default_budget(make_task({"name": "gmm25"})) == {"iterations": 10_000}
+
+
+def test_teacher_learns_from_the_students_pre_update_residual(monkeypatch):
+    """R_T uses δ from the Student *before* its optimiser step, detached, on the very batch both train on."""
+    import copy
+
+    from adaptive_teacher.sources import teacher_log_reward
+
+    env = DeceptiveGrid(2, 6)
+    tr = Trainer(env, resolve_config("teacher", reward_calls=64, hidden=16, progress=False))
+    traj, is_new = tr.next_batch("student")
+    before = copy.deepcopy(tr.student)
+    seen = {}
+    original = Trainer._objective
+
+    def spy(self, model, batch, log_reward):
+        if model is self.teacher:
+            seen["target"], seen["batch"] = log_reward.clone(), batch
+        return original(self, model, batch, log_reward)
+
+    monkeypatch.setattr(Trainer, "_objective", spy)
+    tr.train_step(traj, is_new)
+    lp = env.log_probs(before, traj)
+    delta = traj.log_reward + lp.log_pb.sum(1).double() - before.log_Z.double() - lp.log_pf.sum(1).double()
+    expected = teacher_log_reward(delta, traj.log_reward, C=19.0, alpha=0.0, eps=1e-3)
+    assert torch.allclose(seen["target"], expected, atol=1e-4)
+    assert torch.equal(seen["batch"].terminal, traj.terminal)
+    assert not seen["target"].requires_grad
+    # and the Student did move, so the post-update residual would differ
+    lp_after = env.log_probs(tr.student, traj)
+    assert not torch.allclose(lp_after.log_pf, lp.log_pf)

@@ -12,7 +12,7 @@ import torch
 from adaptive_teacher.config import TrainConfig, resolve_config
 from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
 from adaptive_teacher.policies import DiscretePolicy
-from adaptive_teacher.tasks import make_task
+from adaptive_teacher.tasks import default_budget, make_task, task_family
 from adaptive_teacher.trainer import CHECKPOINT, Trainer
 
 
@@ -49,13 +49,18 @@ class TrainResult:
 def train(
     env: DiscreteEnv,
     method: str = "teacher",
-    reward_calls: int = 16_000,
+    reward_calls: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     **options: Any,
 ) -> TrainResult:
-    """Train ``method`` (a preset name; ``options`` override any TrainConfig field) on ``env``."""
-    cfg = resolve_config(method, reward_calls=reward_calls, seed=seed, **options)
+    """Train ``method`` (a preset name; ``options`` override any TrainConfig field) on ``env``.
+
+    Without ``reward_calls`` (or ``iterations=``) the papers' budget for the task is used."""
+    budget = default_budget(env) if reward_calls is None and options.get("iterations") is None else {}
+    if reward_calls is not None:
+        budget["reward_calls"] = reward_calls
+    cfg = resolve_config(method, task_family(env), seed=seed, **{**budget, **options})
     trainer = Trainer(env, cfg, out)
     summary = trainer.train()
     teacher = Sampler(env, trainer.teacher) if trainer.teacher is not None else None

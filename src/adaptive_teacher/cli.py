@@ -9,7 +9,15 @@ from typing import Any
 
 from adaptive_teacher.config import PRESETS
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError
-from adaptive_teacher.tasks import DIFFUSION_TASKS, TASKS, make_task, task_family, task_info, task_spec
+from adaptive_teacher.tasks import (
+    DIFFUSION_TASKS,
+    TASKS,
+    default_budget,
+    make_task,
+    task_family,
+    task_info,
+    task_spec,
+)
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +95,15 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in OPTION_NAMES if getattr(args, k) is not None}
 
 
+def _budget(args: argparse.Namespace, env) -> dict[str, int]:
+    """--reward-calls when given; nothing when --iterations is given; the paper's budget otherwise."""
+    if args.reward_calls is not None:
+        return {"reward_calls": args.reward_calls}
+    if args.iterations is not None:
+        return {}
+    return default_budget(env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptive-teacher", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one method on one task")
     _task_args(train)
     train.add_argument("--method", default="teacher", help=f"one of {', '.join(PRESETS)}")
-    train.add_argument("--reward-calls", type=int, default=16_000, help="budget in reward calls")
+    train.add_argument("--reward-calls", type=int, default=None, help="budget in reward calls (default: the paper's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None, help="run directory (default runs/<task>-<method>-seed<S>)")
     train.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted run in DIR")
@@ -109,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _task_args(cmp)
     cmp.add_argument("--methods", default="tb,teacher", help="comma-separated method names")
     cmp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    cmp.add_argument("--reward-calls", type=int, default=16_000)
+    cmp.add_argument("--reward-calls", type=int, default=None, help="budget in reward calls (default: the paper's)")
     cmp.add_argument("--out", default="runs/compare")
     cmp.add_argument("--jobs", type=int, default=1, help="parallel processes")
     cmp.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -146,15 +163,8 @@ def run(argv: list[str] | None = None) -> int:
         else:
             env = make_task(task)
             task = task_spec(env)
-            opts = _options(args)
-            cfg = resolve_config(
-                args.method,
-                task_family(env),
-                reward_calls=args.reward_calls,
-                seed=args.seed,
-                progress=not args.no_progress,
-                **opts,
-            )
+            opts = {**_budget(args, env), **_options(args)}
+            cfg = resolve_config(args.method, task_family(env), seed=args.seed, progress=not args.no_progress, **opts)
             out = args.out or "runs/" + "-".join(f"{v}" for v in task.values()) + f"-{args.method}-seed{args.seed}"
             trainer = Trainer(env, cfg, out)
         summary = trainer.train()
@@ -172,10 +182,13 @@ def run(argv: list[str] | None = None) -> int:
             raise ConfigError("--seeds: give at least one seed")
         if args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1 (got {args.jobs})")
-        task = task_spec(make_task(task))  # validate the task before spawning workers
+        env = make_task(task)  # validate the task before spawning workers
+        task = task_spec(env)
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
-        table = compare(task, methods, seeds, args.reward_calls, args.out, args.jobs, args.threads, **_options(args))
+        opts = {**_budget(args, env), **_options(args)}
+        reward_calls = opts.pop("reward_calls", None)
+        table = compare(task, methods, seeds, reward_calls, args.out, args.jobs, args.threads, **opts)
         print(table)
         plot = "eubo_vs_reward_calls.png" if task["name"] in DIFFUSION_TASKS else "modes_vs_reward_calls.png"
         print(f"Plot: {args.out}/{plot}  Table: {args.out}/results.md  CSV: {args.out}/results.csv")

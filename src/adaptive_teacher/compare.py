@@ -40,7 +40,7 @@ def _run_one(
     task: dict[str, Any],
     method: str,
     seed: int,
-    reward_calls: int,
+    reward_calls: int | None,
     out: str,
     options: dict[str, Any],
     threads: int,
@@ -57,7 +57,8 @@ def _run_one(
             return summary
 
     torch.set_num_threads(threads)
-    cfg = resolve_config(method, _family(task), reward_calls=reward_calls, seed=seed, progress=False, **options)
+    budget = {} if reward_calls is None else {"reward_calls": reward_calls}
+    cfg = resolve_config(method, _family(task), seed=seed, progress=False, **budget, **options)
     return Trainer(make_task(task), cfg, out).train()
 
 
@@ -77,7 +78,7 @@ def compare(
     task: dict[str, Any],
     methods: list[str],
     seeds: list[int],
-    reward_calls: int,
+    reward_calls: int | None,
     out: str | Path,
     jobs: int = 1,
     threads: int = 1,
@@ -108,7 +109,8 @@ def compare(
         writer.writeheader()
         writer.writerows(rows)
     n_modes = summaries[0].get("n_modes")
-    header = f"Task {json.dumps(task)}, {reward_calls} reward calls, seeds {','.join(map(str, seeds))}"
+    budget = f"{reward_calls} reward calls" if reward_calls is not None else f"{options.get('iterations')} iterations"
+    header = f"Task {json.dumps(task)}, {budget}, seeds {','.join(map(str, seeds))}"
     header += "; mean ± std over seeds"
     header += (
         f"; {n_modes} modes in total." if n_modes is not None else f"; exact log Z {summaries[0].get('log_Z_true')}."

@@ -48,6 +48,23 @@ def task_spec(env) -> dict[str, Any]:
     return spec
 
 
+def default_budget(env) -> dict[str, int]:
+    """The papers' budgets. Grid (Kim et al.'s equal-budget rule, batch 16): 4000 steps for d=2 (8000 when
+    H > 256), for d=4 4000 when H <= 16 else 16000, ×1.5 without local search; replay steps are free, so
+    every method gets the same reward calls (96,000 for d=2,H=32 and d=4,H=16; 384,000 for d=4,H=32).
+    Diffusion: 10,000 iterations (Kim et al.'s diffusion code)."""
+    if task_family(env) == "diffusion":
+        return {"iterations": 10_000}
+    dim, height = getattr(env, "dim", 2), getattr(env, "height", 16)
+    if dim == 2:
+        steps = 4000 if height <= 256 else 8000
+    elif dim == 4:
+        steps = 4000 if height <= 16 else 16000
+    else:
+        steps = 4000
+    return {"reward_calls": int(steps * 1.5) * 16}
+
+
 def task_info(env) -> dict[str, Any]:
     """What ``adaptive-teacher info`` prints: size, modes and the exact log Z (None when too large)."""
     if task_family(env) == "diffusion":
