@@ -112,6 +112,15 @@ def test_non_finite_log_density_raises():
 # ---- drift networks --------------------------------------------------------------------------------
 
 
+def _scrambled_policy(dim: int, **kw) -> DiffusionPolicy:
+    torch.manual_seed(0)
+    m = DiffusionPolicy(dim, **kw)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
 @pytest.mark.parametrize("arch", ["pis", "at256"])
 def test_policy_starts_as_brownian_motion(arch):
     x = torch.randn(8, 3)
@@ -135,6 +144,33 @@ def test_policy_langevin():
         m = DiffusionPolicy(2, arch=arch, langevin=True, grad_fn=density.grad_log_reward)
         drift, _ = m(x, 0.5)  # zero network output + 0.01 · clip(∇log R, ±100)
         assert torch.allclose(drift, 0.01 * density.grad_log_reward(x).clamp(-100, 100), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["pis", "at256"])
+@pytest.mark.parametrize("langevin", [False, True])
+def test_policy_time_inputs_agree(arch, langevin):
+    """A scalar t, one t per row, a [M] grid for B·M rows and a precomputed embed_time(t) give the same
+    outputs (the time branch is evaluated once per distinct time and broadcast)."""
+    density = GMM25()
+    kw = {"langevin": langevin, "grad_fn": density.grad_log_reward} if langevin else {}
+    m = _scrambled_policy(2, arch=arch, t_scale=5.0, learn_var=True, **kw)
+    b, grid = 6, torch.linspace(0, 0.9, 10)
+    x = 3 * torch.randn(b * 10, 2, generator=gen(0))
+    per_row = m(x, grid.repeat(b))
+    for t in (grid, m.embed_time(grid)):
+        out = m(x, t)
+        for got, want in zip(out, per_row, strict=True):
+            assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    t3 = float(grid[3])
+    scalar = m(x, t3)
+    for t in (torch.full((b * 10,), t3), torch.tensor(t3), m.embed_time(t3), m.embed_time(grid).steps()[3]):
+        for got, want in zip(m(x, t), scalar, strict=True):
+            assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert m(x[:0], grid)[0].shape == (0, 2)
+    with pytest.raises(ValueError, match="times for"):
+        m(x, torch.rand(7))
+    with pytest.raises(ValueError, match="1-d"):
+        m(x, torch.rand(6, 10))
 
 
 def test_policy_validation():
@@ -190,15 +226,6 @@ def test_log_pf_minus_log_pb_is_the_gaussian_at_init(density, arch, learn_var):
         lp32 = env.log_probs(m, traj)
         assert lp32.log_pf.dtype == torch.float32
         assert torch.allclose(lp32.log_pf.sum(1).double() - lp32.log_pb.sum(1).double(), diff, atol=1e-3)
-
-
-def _scrambled_policy(dim: int, **kw) -> DiffusionPolicy:
-    torch.manual_seed(0)
-    m = DiffusionPolicy(dim, **kw)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return m
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.5])
