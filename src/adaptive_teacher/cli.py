@@ -154,7 +154,7 @@ def run(argv: list[str] | None = None) -> int:
 
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)  # also for the evaluation before training starts
         from adaptive_teacher.config import resolve_config
         from adaptive_teacher.trainer import Trainer
 
@@ -163,7 +163,7 @@ def run(argv: list[str] | None = None) -> int:
         else:
             env = make_task(task)
             task = task_spec(env)
-            opts = {**_budget(args, env), **_options(args)}
+            opts = {**_budget(args, env), **_options(args), "threads": args.threads}
             cfg = resolve_config(args.method, task_family(env), seed=args.seed, progress=not args.no_progress, **opts)
             out = args.out or "runs/" + "-".join(f"{v}" for v in task.values()) + f"-{args.method}-seed{args.seed}"
             trainer = Trainer(env, cfg, out)

@@ -58,7 +58,7 @@ def _run_one(
 
     torch.set_num_threads(threads)
     budget = {} if reward_calls is None else {"reward_calls": reward_calls}
-    cfg = resolve_config(method, _family(task), seed=seed, progress=False, **budget, **options)
+    cfg = resolve_config(method, _family(task), seed=seed, progress=False, threads=threads, **budget, **options)
     return Trainer(make_task(task), cfg, out).train()
 
 

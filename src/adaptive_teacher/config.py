@@ -124,6 +124,7 @@ class TrainConfig:
     eval_samples: int = 2000  # diffusion: samples per evaluation (10,000 at the end)
     final_eval_samples: int = 10_000
     progress: bool = True
+    threads: int | None = 1  # torch threads while training (1 is fastest for these small networks); None: leave
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,6 +194,7 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
         (cfg.teacher_lr is None or cfg.teacher_lr > 0, f"--teacher-lr must be > 0 (got {cfg.teacher_lr})"),
         (cfg.hidden >= 1 and cfg.layers >= 1, "--hidden and --layers must be >= 1"),
         (cfg.n_evals >= 1, f"--n-evals must be >= 1 (got {cfg.n_evals})"),
+        (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1 (got {cfg.threads})"),
         (not (cfg.gafn and cfg.teacher), "--gafn cannot be combined with a Teacher"),
         (not (cfg.gafn and cfg.family != "discrete"), "--gafn is implemented for discrete tasks only"),
         (cfg.teacher_lr_scale > 0, f"--teacher-lr-scale must be > 0 (got {cfg.teacher_lr_scale})"),

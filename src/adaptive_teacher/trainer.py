@@ -361,6 +361,9 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._write_json("config.json", {"task": task_spec(self.env), "config": cfg.to_dict()})
+        threads_before = torch.get_num_threads()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         show = cfg.progress and sys.stderr.isatty()
         bar = tqdm(
             total=self.total,
@@ -399,6 +402,7 @@ class Trainer:
                     self._record(row)
         finally:
             bar.close()
+            torch.set_num_threads(threads_before)
         summary = {
             **self.history[-1],
             "method": cfg.method,
