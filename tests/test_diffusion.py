@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from adaptive_teacher.densities import GMM25, Gaussian, Manywell, sample_doublewell_x1
 from adaptive_teacher.diffusion_policies import DiffusionPolicy
@@ -246,6 +247,68 @@ def test_batched_log_probs_equal_rollout_log_probs(eps):
     loss, _ = trajectory_balance(env.log_probs(m0, traj0), m0.log_Z, traj0.log_reward.float())
     loss.backward()
     assert m0.joint[-1].weight.grad.abs().sum() > 0 and m0.log_Z.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("arch", "learn_var", "langevin"), [("pis", False, False), ("pis", True, True), ("at256", True, False)]
+)
+def test_float32_log_probs_agree_with_float64(arch, learn_var, langevin):
+    """The training path (float32 Gaussian algebra, constants added per step) vs the float64 path of the log Z
+    bounds, on a policy with random non-zero weights: per-step values, per-trajectory sums, TB gradients."""
+    env = DiffusionEnv(Manywell(8), n_steps=50)
+    kw = {"langevin": True, "grad_fn": env.grad_log_reward} if langevin else {}
+    m = _scrambled_policy(8, arch=arch, t_scale=env.t_scale, learn_var=learn_var, **kw)
+    torch.manual_seed(1)
+    for traj in (env.rollout(m, 32, eps=0.2), env.backward_rollout(env.density.sample(32, generator=gen(1)))):
+        traj = env.with_rewards(traj)
+        grads = []
+        for dtype in (torch.float32, torch.float64):
+            m.zero_grad()
+            lp = env.log_probs(m, traj, dtype=dtype)
+            assert lp.log_pf.dtype == lp.log_pb.dtype == dtype and torch.all(lp.log_pb[:, 0] == 0)
+            loss, _ = trajectory_balance(lp, m.log_Z.to(dtype), traj.log_reward.to(dtype))
+            loss.backward()
+            grads.append(torch.cat([p.grad.flatten() for p in m.network_parameters()]).double())
+            if dtype == torch.float32:
+                lp32 = lp
+        scale = lp.log_pf.abs().sum(1) + lp.log_pb.abs().sum(1)
+        for name in ("log_pf", "log_pb"):
+            a, b = getattr(lp32, name).detach().double(), getattr(lp, name).detach()
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-3)
+            assert torch.all((a.sum(1) - b.sum(1)).abs() <= 1e-5 * scale.detach())
+        w32 = (lp32.log_pb.sum(1) - lp32.log_pf.sum(1)).detach().double()
+        w64 = (lp.log_pb.sum(1) - lp.log_pf.sum(1)).detach()
+        assert torch.all((w32 - w64).abs() <= 1e-3 * (1 + w64.abs()))
+        assert float((grads[0] - grads[1]).norm() / grads[1].norm()) < 1e-3
+
+
+def test_log_probs_for_any_model_and_empty_batches():
+    """A model without ``embed_time`` gets one t per row (log_probs) or a scalar t (rollout) and gives the
+    same numbers; a batch of 0 trajectories (e.g. no row passed the Teacher's gate) works."""
+    env = DiffusionEnv(GMM25(), n_steps=10)
+    m = _scrambled_policy(2, t_scale=env.t_scale, learn_var=True)
+
+    class PerRowTime(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = m
+
+        def forward(self, x, t):
+            t = torch.as_tensor(t)
+            assert t.dim() == 0 or t.shape == (x.shape[0],)
+            return self.inner(x, t)
+
+    plain = PerRowTime()
+    torch.manual_seed(0)
+    traj, acc = env.rollout(plain, 8, return_log_probs=True)
+    torch.manual_seed(0)
+    assert torch.allclose(env.rollout(m, 8).states, traj.states, atol=1e-5)
+    for dtype in (torch.float32, torch.float64):
+        a, b = env.log_probs(plain, traj, dtype=dtype), env.log_probs(m, traj, dtype=dtype)
+        assert torch.allclose(a.log_pf, b.log_pf, atol=1e-4) and torch.equal(a.log_pb, b.log_pb)
+    assert torch.allclose(acc.log_pf, env.log_probs(m, traj).log_pf, atol=1e-4)
+    empty = env.log_probs(m, traj.select(torch.zeros(8, dtype=torch.bool)))
+    assert empty.log_pf.shape == empty.log_pb.shape == (0, 10)
 
 
 def test_rollout_from_a_prefix_keeps_it():

@@ -33,8 +33,11 @@ from adaptive_teacher.errors import ConfigError
 LOG_2PI = math.log(2 * math.pi)
 
 
-def _gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-    """Σ over the last axis of log N(x; mean, var) (``var`` broadcasts)."""
+def _gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor | float) -> Tensor:
+    """Σ over the last axis of log N(x; mean, var): ``var`` a float (isotropic: the normalising constant is
+    added once per row, not per element) or a tensor that broadcasts."""
+    if isinstance(var, float):
+        return ((x - mean) ** 2).sum(-1) * (-0.5 / var) - 0.5 * x.shape[-1] * (math.log(var) + LOG_2PI)
     return -0.5 * (((x - mean) ** 2) / var + var.log() + LOG_2PI).sum(-1)
 
 
@@ -106,18 +109,16 @@ class DiffusionEnv:
         """t_k = k/T for k = 0..T (float32 [T+1])."""
         return torch.arange(self.n_steps + 1, device=device, dtype=torch.float32) / self.n_steps
 
-    def _forward_params(self, model: nn.Module, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
-        """Mean and per-coordinate variance of P_F(· | x at time t): (x + dt·u, v·dt)."""
+    def _forward_params(self, model: nn.Module, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor | float]:
+        """Mean and variance of P_F(· | x at time t): (x + dt·u, v·dt), the variance a float σ²·dt when the
+        policy's is fixed, else a per-coordinate tensor."""
         drift, log_var = model(x, t)
-        var = torch.full_like(x, self.t_scale * self.dt) if log_var is None else log_var.exp() * self.dt
-        return x + self.dt * drift, var
+        var = self.t_scale * self.dt if log_var is None else log_var.exp() * self.dt
+        return torch.add(x, drift, alpha=self.dt), var
 
-    def _bridge_params(self, x: Tensor, k: Tensor | int) -> tuple[Tensor, Tensor]:
+    def _bridge_params(self, x: Tensor, k: int) -> tuple[Tensor, float]:
         """Mean and variance of P_B(x_{k−1} | x_k = x) for step index k ≥ 2: ((k−1)/k)·x, ((k−1)/k)·σ²·dt."""
-        ratio = (torch.as_tensor(k, dtype=torch.float64) - 1) / torch.as_tensor(k, dtype=torch.float64)
-        ratio = ratio.to(x.dtype).to(x.device)
-        if ratio.dim() == 1:
-            ratio = ratio[:, None]
+        ratio = (k - 1) / k
         return ratio * x, ratio * self.t_scale * self.dt
 
     # ---- sampling ----------------------------------------------------------------------------------------
@@ -168,10 +169,16 @@ class DiffusionEnv:
         log_pf = states.new_zeros((batch, T))
         log_pb = states.new_zeros((batch, T))
         x = states[:, start_step]
+        # The time input of each step: a policy with ``embed_time`` (DiffusionPolicy) gets its time branch
+        # evaluated once per rollout on the whole grid; any other model gets the scalar t_k.
+        embed = getattr(model, "embed_time", None)
+        step_t = [k * self.dt for k in range(T)] if embed is None else embed(self.times(device)[:T]).steps()
         for k in range(start_step, T):
-            mean, var = self._forward_params(model, x, k * self.dt)
-            sample_var = var + eps**2 if eps > 0 else var
-            nxt = mean + sample_var.sqrt() * torch.randn_like(x)
+            mean, var = self._forward_params(model, x, step_t[k])
+            if isinstance(var, float):
+                nxt = torch.add(mean, torch.randn_like(x), alpha=math.sqrt(var + eps**2))
+            else:
+                nxt = mean + (var + eps**2 if eps > 0 else var).sqrt() * torch.randn_like(x)
             states[:, k + 1] = nxt
             if return_log_probs:
                 log_pf[:, k] = _gaussian_log_prob(nxt, mean, var)
@@ -205,7 +212,7 @@ class DiffusionEnv:
         cur = x
         for k in range(T, 1, -1):
             mean, var = self._bridge_params(cur, k)
-            cur = mean + var.sqrt() * torch.randn_like(cur)
+            cur = torch.add(mean, torch.randn_like(cur), alpha=math.sqrt(var))
             states[:, k - 1] = cur
         return Trajectories(
             states,
@@ -217,33 +224,44 @@ class DiffusionEnv:
     def log_probs(self, model: nn.Module, traj: Trajectories, dtype: torch.dtype = torch.float32) -> StepLogProbs:
         """Per-step log P_F and log P_B of ``traj`` in ONE batched network pass over its B·T (x_k, t_k).
 
-        The Gaussian log-densities are evaluated in float64 and returned in ``dtype`` (float32 for
-        training; float64 for the log Z bounds).
+        ``dtype`` float32 (training): the Gaussian algebra runs in float32, with the normalising constants
+        (per step when the variance is fixed) computed in float64 and added once per step. ``dtype`` float64
+        (the log Z bounds): everything after the network pass runs in float64. Other dtypes: float32, cast.
+
+        A policy with ``embed_time`` (``DiffusionPolicy``) gets t as the [T] grid (row b·T + k is at t_k) and
+        evaluates its time branch once per step; any other model gets one time per row.
         """
         states = traj.states.to(self.state_dtype)
         batch, T1, dim = states.shape
         T = T1 - 1
         if T != self.n_steps:
             raise ValueError(f"trajectories have {T} steps, the environment {self.n_steps}")
+        device = states.device
+        work = torch.float64 if dtype == torch.float64 else torch.float32
         src = states[:, :T].reshape(batch * T, dim)
-        t = self.times(states.device)[:T].repeat(batch)
-        drift, log_var = model(src, t)
-        x_src = src.to(torch.float64)
-        x_dst = states[:, 1:].reshape(batch * T, dim).to(torch.float64)
-        mean = x_src + self.dt * drift.to(torch.float64)
+        grid = self.times(device)[:T]
+        drift, log_var = model(src, grid if hasattr(model, "embed_time") else grid.repeat(batch))
+        s = states.to(work)
+        src, dst = s[:, :T].reshape(batch * T, dim), s[:, 1:].reshape(batch * T, dim)
+        mean = torch.add(src, drift.to(work), alpha=self.dt)
+        sq = (dst - mean) ** 2
         if log_var is None:
-            var = torch.full((1, 1), self.t_scale * self.dt, dtype=torch.float64, device=states.device)
+            var = self.t_scale * self.dt
+            log_pf = sq.sum(-1) * (-0.5 / var) - 0.5 * dim * (math.log(var) + LOG_2PI)
         else:
-            var = log_var.to(torch.float64).exp() * self.dt
-        log_pf = _gaussian_log_prob(x_dst, mean, var).view(batch, T)
-        # Backward: the step k → k−1 for k = 2..T (the step to x_0 = 0 contributes 0).
-        log_pb = torch.zeros(batch, T, dtype=torch.float64, device=states.device)
+            log_var = log_var.to(work)
+            log_pf = -0.5 * ((sq * torch.exp(-log_var)).sum(-1) / self.dt + log_var.sum(-1))
+            log_pf = log_pf - 0.5 * dim * (math.log(self.dt) + LOG_2PI)
+        # Backward: the step k → k−1 for k = 2..T, N(((k−1)/k)·x_k, ((k−1)/k)·σ²·dt); the step to x_0 = 0
+        # contributes 0. Ratios, variances and constants are computed in float64, then cast.
+        log_pb = torch.zeros(batch, T, dtype=work, device=device)
         if T > 1:
-            k = torch.arange(2, T + 1, dtype=torch.float64, device=states.device)
-            ratio = ((k - 1) / k)[None, :, None]
-            s64 = states.to(torch.float64)
-            child, parent = s64[:, 2:], s64[:, 1:T]
-            b_var = ratio * self.t_scale * self.dt
-            log_pb[:, 1:] = -0.5 * (((parent - ratio * child) ** 2) / b_var + b_var.log() + LOG_2PI).sum(-1)
-        valid = torch.ones(batch, T, dtype=torch.bool, device=states.device)
-        return StepLogProbs(log_pf.to(dtype), log_pb.to(dtype), None, valid)
+            k = torch.arange(2, T + 1, dtype=torch.float64, device=device)
+            ratio = (k - 1) / k
+            b_var = ratio * (self.t_scale * self.dt)
+            const = -0.5 * dim * (b_var.log() + LOG_2PI)
+            parent, child = s[:, 1:T], s[:, 2:]
+            sq_b = torch.addcmul(parent, ratio.to(work)[None, :, None], child, value=-1.0).square().sum(-1)
+            log_pb[:, 1:] = sq_b * (-0.5 / b_var).to(work) + const.to(work)
+        valid = torch.ones(batch, T, dtype=torch.bool, device=device)
+        return StepLogProbs(log_pf.view(batch, T).to(dtype), log_pb.to(dtype), None, valid)
