@@ -7,10 +7,12 @@ import json
 import math
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from adaptive_teacher.config import resolve_config
+from adaptive_teacher.errors import AdaptiveTeacherError
 
 # (metric key, column title) per task family
 COLUMNS = {
@@ -97,7 +99,13 @@ def compare(
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(_run_one, task, m, s, reward_calls, d, options, threads) for m, s, d in runs]
-            summaries = [f.result() for f in futures]
+            try:
+                summaries = [f.result() for f in futures]
+            except BrokenProcessPool:
+                raise AdaptiveTeacherError(
+                    f"a worker process died (killed or out of memory); finished runs in {out} are kept and reused, "
+                    f"interrupted ones can be continued with 'adaptive-teacher train --resume {out}/<method>/seed<S>'"
+                ) from None
     else:
         summaries = [_run_one(task, m, s, reward_calls, d, options, threads) for m, s, d in runs]
     rows = [
