@@ -57,6 +57,10 @@ def _run_one(
         summary = json.loads(done.read_text())
         if summary.get("method") == method and summary.get("seed") == seed and summary.get("task") == task:
             return summary
+    if (Path(out) / "checkpoint.pt").exists() and (Path(out) / "config.json").exists():
+        saved = json.loads((Path(out) / "config.json").read_text())
+        if saved["task"] == task and saved["config"]["method"] == method and saved["config"]["seed"] == seed:
+            return Trainer.resume(out).train()  # interrupted earlier: continue from its last checkpoint
 
     torch.set_num_threads(threads)
     budget = {} if reward_calls is None else {"reward_calls": reward_calls}

@@ -361,6 +361,8 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._write_json("config.json", {"task": task_spec(self.env), "config": cfg.to_dict()})
+            if self.step == 0 and not self.history:  # a fresh run replaces any earlier metrics in this directory
+                (self.out_dir / "metrics.jsonl").write_text("")
         threads_before = torch.get_num_threads()
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
