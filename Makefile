@@ -16,7 +16,6 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/adaptive-teacher compare --task deceptive-grid --dim 2 --height 16 \
 		--methods tb,tb-per,teacher --seeds 0,1,2 --reward-calls 16000 --jobs 2 --out runs/demo
-	@echo "Plot: runs/demo/modes_vs_reward_calls.png   Table: runs/demo/results.md"
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
