@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from adaptive_teacher.config import TrainConfig, resolve_config
-from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
+from adaptive_teacher.envs import TaskEnv
+from adaptive_teacher.envs.base import Trajectories
 from adaptive_teacher.policies import DiscretePolicy
 from adaptive_teacher.tasks import default_budget, make_task, task_family
 from adaptive_teacher.trainer import CHECKPOINT, Trainer
@@ -20,7 +21,7 @@ from adaptive_teacher.trainer import CHECKPOINT, Trainer
 class Sampler:
     """A trained policy bound to its environment: ``sample(n)`` returns n terminal states."""
 
-    env: DiscreteEnv
+    env: TaskEnv
     policy: DiscretePolicy
 
     def sample_trajectories(self, n: int) -> Trajectories:
@@ -47,7 +48,7 @@ class TrainResult:
 
 
 def train(
-    env: DiscreteEnv,
+    env: TaskEnv,
     method: str = "teacher",
     reward_calls: int | None = None,
     seed: int = 0,
@@ -67,7 +68,7 @@ def train(
     return TrainResult(summary, trainer.history, Sampler(env, trainer.student), teacher, cfg, trainer)
 
 
-def load(run_dir: str | Path, env: DiscreteEnv | None = None) -> TrainResult:
+def load(run_dir: str | Path, env: TaskEnv | None = None) -> TrainResult:
     """Load a finished or interrupted run (pass ``env`` for a user-defined environment)."""
     run = Path(run_dir)
     saved = json.loads((run / "config.json").read_text())

@@ -7,7 +7,9 @@ One step (Kim et al., ICLR 2025, Alg. 1):
     log R_T ← teacher_log_reward(δ detached)  → Teacher TB/DB step on the same batch
     buffer ← the new terminal states, priority log R (PRT) or log R_T (PER)
 Budgets count reward calls: every terminal state whose reward is computed (Student, Teacher and
-local-search proposals) counts once; replayed states do not.
+local-search proposals, MALA steps) counts once; replayed states do not. ``iterations`` sets a budget in
+steps instead. The same loop serves discrete tasks and diffusion samplers; their differences are
+configuration (``config.FAMILY_DEFAULTS``) plus the evaluator and policy factories.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adaptive_teacher.config import TrainConfig, validate
-from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
+from adaptive_teacher.envs import TaskEnv
+from adaptive_teacher.envs.base import Trajectories
 from adaptive_teacher.errors import ConfigError, TrainingDiverged
 from adaptive_teacher.metrics import ModeTracker
 from adaptive_teacher.metrics.evaluators import make_evaluator
@@ -82,7 +85,7 @@ class StepResult:
 class Trainer:
     """Trains a Student (and optionally a Teacher) on a task for a reward-call budget."""
 
-    def __init__(self, env: DiscreteEnv, config: TrainConfig, out_dir: str | Path | None = None):
+    def __init__(self, env: TaskEnv, config: TrainConfig, out_dir: str | Path | None = None):
         self.env, self.cfg = env, config
         family = getattr(env, "family", "discrete")
         if config.family != family:
@@ -482,7 +485,7 @@ class Trainer:
         os.replace(tmp, path)
 
     @classmethod
-    def resume(cls, out_dir: str | Path, env: DiscreteEnv | None = None, reward_calls: int | None = None) -> Trainer:
+    def resume(cls, out_dir: str | Path, env: TaskEnv | None = None, reward_calls: int | None = None) -> Trainer:
         """Continue an interrupted run from its last checkpoint; metrics written after it are dropped."""
         from adaptive_teacher.tasks import make_task
 

@@ -1,6 +1,17 @@
 """Environments: batched tensor states, transitions, backward policies and rewards."""
 
 from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
+from adaptive_teacher.envs.diffusion import DiffusionEnv
 from adaptive_teacher.envs.hypergrid import DeceptiveGrid, Hypergrid, deceptive_grid_reward
 
-__all__ = ["DiscreteEnv", "Trajectories", "Hypergrid", "DeceptiveGrid", "deceptive_grid_reward"]
+TaskEnv = DiscreteEnv | DiffusionEnv  # what the trainer accepts
+
+__all__ = [
+    "DiscreteEnv",
+    "DiffusionEnv",
+    "TaskEnv",
+    "Trajectories",
+    "Hypergrid",
+    "DeceptiveGrid",
+    "deceptive_grid_reward",
+]
