@@ -159,13 +159,7 @@ def library_runner(method: str, seed: int = 0) -> tuple[Callable[[], float], Tra
     trainer.gated_rows = []  # the rows the Teacher trained on, per step (the benchmark's own bookkeeping)
 
     def step() -> float:
-        traj, is_new = trainer.next_batch(trainer.schedule[trainer.step % len(trainer.schedule)])
-        result = trainer.train_step(traj, is_new)
-        trainer.step += 1
-        trainer._apply_lr_milestones()
-        trainer._losses.append(result.loss)
-        if not math.isnan(result.teacher_loss):
-            trainer._teacher_losses.append(result.teacher_loss)
+        traj, result = trainer.train_one_step()
         if len(trainer._losses) > 1000:  # evaluate() would clear these
             trainer._losses.clear()
             trainer._teacher_losses.clear()

@@ -121,6 +121,13 @@ def library_runner(dim: int, height: int, method: str, seed: int = 0, package: s
 
     def step() -> tuple[int, int]:
         before = trainer.reward_calls
+        if hasattr(trainer, "train_one_step"):
+            traj, _ = trainer.train_one_step()
+            if len(trainer._losses) > 1000:  # evaluate() would clear these
+                trainer._losses.clear()
+                trainer._teacher_losses.clear()
+            return trainer.reward_calls - before, int(traj.lengths.sum())
+        # an older copy of the library (the --baseline-package run) has no train_one_step
         traj, is_new = trainer.next_batch(trainer.schedule[trainer.step % len(trainer.schedule)])
         result = trainer.train_step(traj, is_new)
         trainer.step += 1

@@ -318,6 +318,22 @@ class Trainer:
                 self.buffer.update_priority(keys, priority)
         return StepResult(loss.item(), teacher_loss)
 
+    def train_one_step(self) -> tuple[Trajectories, StepResult]:
+        """One iteration of the schedule: (MALA on the buffer when due,) the scheduled batch, both updates,
+        the lr schedule, and the running losses reported at the next evaluation."""
+        cfg = self.cfg
+        if cfg.family == "diffusion" and cfg.local_search and cfg.ls_every > 0:
+            if self.step % cfg.ls_every == 0 and self.buffer is not None and len(self.buffer) > 0:
+                self._mala_to_buffer()
+        traj, is_new = self.next_batch(self.schedule[self.step % len(self.schedule)])
+        result = self.train_step(traj, is_new)
+        self.step += 1
+        self._apply_lr_milestones()
+        self._losses.append(result.loss)
+        if not math.isnan(result.teacher_loss):
+            self._teacher_losses.append(result.teacher_loss)
+        return traj, result
+
     def _diverged_message(self, who: str, value: float) -> str:
         where = f" in {self.out_dir}" if self.out_dir is not None else ""
         return (
@@ -385,16 +401,7 @@ class Trainer:
             while self.used < self.total:
                 t0 = time.perf_counter()
                 before = self.used
-                if cfg.family == "diffusion" and cfg.local_search and cfg.ls_every > 0:
-                    if self.step % cfg.ls_every == 0 and self.buffer is not None and len(self.buffer) > 0:
-                        self._mala_to_buffer()
-                traj, is_new = self.next_batch(self.schedule[self.step % len(self.schedule)])
-                result = self.train_step(traj, is_new)
-                self.step += 1
-                self._apply_lr_milestones()
-                self._losses.append(result.loss)
-                if not math.isnan(result.teacher_loss):
-                    self._teacher_losses.append(result.teacher_loss)
+                self.train_one_step()
                 self.wall_s += time.perf_counter() - t0
                 bar.update(min(self.used, self.total) - min(before, self.total))
                 done = self.used >= self.total
