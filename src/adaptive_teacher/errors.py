@@ -22,3 +22,22 @@ class TrainingDiverged(AdaptiveTeacherError, RuntimeError):
 
 class DataError(AdaptiveTeacherError, FileNotFoundError):
     """A data file is missing or malformed. The message names the file and the data path variable."""
+
+
+class EnvironmentCheckError(AdaptiveTeacherError, RuntimeError):
+    """An environment broke its contract (no stop within max_length, a wrong shape). The message names the method."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT/SIGTERM) stopped a run or a comparison; the checkpoints and metrics so far are kept.
+
+    A KeyboardInterrupt, so code that catches interrupts keeps working; ``str(e)`` says how to continue.
+    """
+
+
+class RunsFailed(AdaptiveTeacherError, RuntimeError):
+    """Some runs of a comparison failed; the table of those that finished is in ``table``."""
+
+    def __init__(self, message: str, table: str = ""):
+        super().__init__(message)
+        self.table = table
