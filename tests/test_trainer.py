@@ -111,7 +111,7 @@ def test_nan_loss_stops_and_keeps_checkpoint_and_metrics(tmp_path, monkeypatch):
         tr.train()
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 5, 10, 15]
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 15
 
 
@@ -130,21 +130,23 @@ def test_bad_reward_names_the_state(bad):
 @pytest.mark.parametrize(
     "overrides,option",
     [
-        ({"reward_calls": 0}, "--reward-calls"),
-        ({"C": -1.0}, "--C"),
-        ({"buffer": "reward", "buffer_size": 10_000}, "--buffer-size"),
-        ({"eps": 2.0}, "--eps"),
-        ({"lr": 0.0}, "--lr"),
-        ({"buffer": "lifo"}, "--buffer"),
+        ({"reward_calls": 0}, "reward_calls"),
+        ({"C": -1.0}, "C"),
+        ({"buffer": "reward", "buffer_size": 10_000}, "buffer_size"),
+        ({"eps": 2.0}, "eps"),
+        ({"lr": 0.0}, "lr"),
+        ({"buffer": "lifo"}, "buffer"),
     ],
 )
 def test_impossible_configs_name_the_option(overrides, option):
-    with pytest.raises(ConfigError, match=option):
+    # Python callers get the keyword they used, not a command-line flag.
+    with pytest.raises(ConfigError, match=rf"^{option} ") as info:
         Trainer(DeceptiveGrid(2, 6), resolve_config("tb", **overrides))
+    assert "--" not in str(info.value)
 
 
 def test_unknown_method():
-    with pytest.raises(ConfigError, match="--method"):
+    with pytest.raises(ConfigError, match="^method: unknown method 'sac'"):
         resolve_config("sac")
 
 

@@ -2,12 +2,15 @@
 
 from adaptive_teacher.api import Sampler, TrainResult, load, train
 from adaptive_teacher.config import PRESETS, TrainConfig, resolve_config
-from adaptive_teacher.envs import DeceptiveGrid, DiscreteEnv, Hypergrid, Trajectories
+from adaptive_teacher.densities import Density
+from adaptive_teacher.envs import DeceptiveGrid, DiffusionEnv, DiscreteEnv, Hypergrid, Trajectories
 from adaptive_teacher.errors import (
     AdaptiveTeacherError,
     ConfigError,
     DataError,
     RewardError,
+    RunInterrupted,
+    RunsFailed,
     TrainingDiverged,
 )
 from adaptive_teacher.trainer import Trainer
@@ -22,6 +25,8 @@ __all__ = [
     "resolve_config",
     "PRESETS",
     "DiscreteEnv",
+    "DiffusionEnv",
+    "Density",
     "Hypergrid",
     "DeceptiveGrid",
     "Trajectories",
@@ -29,6 +34,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "RewardError",
+    "RunInterrupted",
+    "RunsFailed",
     "TrainingDiverged",
 ]
 __version__ = "0.1.0"

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adaptive_teacher import run_dir as rundir
 from adaptive_teacher.config import TrainConfig, resolve_config
 from adaptive_teacher.envs import TaskEnv
 from adaptive_teacher.envs.base import Trajectories
+from adaptive_teacher.errors import ConfigError, DataError
 from adaptive_teacher.policies import DiscretePolicy
-from adaptive_teacher.tasks import default_budget, make_task, task_family
-from adaptive_teacher.trainer import CHECKPOINT, Trainer
+from adaptive_teacher.tasks import default_budget, make_task, task_family, task_spec
+from adaptive_teacher.trainer import Trainer
 
 
 @dataclass
@@ -53,30 +55,62 @@ def train(
     reward_calls: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Train ``method`` (a preset name; ``options`` override any TrainConfig field) on ``env``.
 
-    Without ``reward_calls`` (or ``iterations=``) the papers' budget for the task is used."""
+    Without ``reward_calls`` (or ``iterations=``) the papers' budget for the task is used. ``out`` must not
+    hold a run already unless ``overwrite=True`` (continue an interrupted one with ``Trainer.resume``)."""
+    _check_env(env)
     budget = default_budget(env) if reward_calls is None and options.get("iterations") is None else {}
     if reward_calls is not None:
         budget["reward_calls"] = reward_calls
     cfg = resolve_config(method, task_family(env), seed=seed, **{**budget, **options})
-    trainer = Trainer(env, cfg, out)
+    trainer = Trainer(env, cfg, out, overwrite=overwrite)
     summary = trainer.train()
     teacher = Sampler(env, trainer.teacher) if trainer.teacher is not None else None
     return TrainResult(summary, trainer.history, Sampler(env, trainer.student), teacher, cfg, trainer)
 
 
+def _check_env(env: Any) -> None:
+    from adaptive_teacher.envs.base import DiscreteEnv
+    from adaptive_teacher.envs.diffusion import DiffusionEnv
+
+    if not isinstance(env, DiscreteEnv | DiffusionEnv):
+        raise ConfigError(
+            f"env must be a DiscreteEnv (e.g. at.Hypergrid) or a DiffusionEnv (wrapping a Density), "
+            f"got {type(env).__name__}"
+        )
+
+
 def load(run_dir: str | Path, env: TaskEnv | None = None) -> TrainResult:
-    """Load a finished or interrupted run (pass ``env`` for a user-defined environment)."""
+    """Load a finished or interrupted run (pass ``env`` for a user-defined environment).
+
+    Checkpoints load with ``weights_only=True``: a file holding anything but tensors and plain data is refused.
+    A damaged newest checkpoint falls back to the previous one (with a warning)."""
     run = Path(run_dir)
-    saved = json.loads((run / "config.json").read_text())
+    if not run.is_dir():
+        raise DataError(f"{run}: no such run directory")
+    saved = rundir.read_config(run)
     cfg = TrainConfig.from_dict(saved["config"])
-    env = env if env is not None else make_task(saved["task"])
+    if env is None:
+        try:
+            env = make_task(saved["task"])
+        except ConfigError:
+            raise ConfigError(
+                f"{run} was trained on the task {saved['task']}, which is not built in: pass the environment, "
+                "at.load(run_dir, env=...)"
+            ) from None
+    elif task_spec(env) != saved["task"]:
+        raise ConfigError(f"{run} was trained on the task {saved['task']}, not on {task_spec(env)}")
     trainer = Trainer(env, cfg, None)
-    trainer.load_state_dict(torch.load(run / CHECKPOINT, weights_only=False))
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else dict(trainer.history[-1])
+    state, source = rundir.load_checkpoint(
+        run, warn=lambda m: print(f"adaptive-teacher: warning: {m}", file=sys.stderr)
+    )
+    trainer.restore(state, source)
+    summary = rundir.read_summary(run)
+    if summary is None or summary.get("fingerprint", trainer.fingerprint) != trainer.fingerprint:
+        summary = dict(trainer.history[-1])
     teacher = Sampler(env, trainer.teacher) if trainer.teacher is not None else None
     return TrainResult(summary, trainer.history, Sampler(env, trainer.student), teacher, cfg, trainer)

@@ -1,111 +1,112 @@
-"""Command line: ``adaptive-teacher info | train | compare`` — a thin layer over the Python API."""
+"""Command line: ``adaptive-teacher info | train | compare`` — a thin layer over the Python API.
+
+The method options are generated from the fields of TrainConfig (each is defined once, with its help text).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from dataclasses import Field
+from typing import Any, get_type_hints
 
-from adaptive_teacher.config import PRESETS
-from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError
-from adaptive_teacher.tasks import (
-    DIFFUSION_TASKS,
-    TASKS,
-    default_budget,
-    make_task,
-    task_family,
-    task_info,
-    task_spec,
+from adaptive_teacher.config import (
+    FAMILY_DEFAULTS,
+    TrainConfig,
+    methods_for,
+    option_fields,
+    resolve_config,
+    validate,
 )
+from adaptive_teacher.errors import (
+    AdaptiveTeacherError,
+    ConfigError,
+    RunInterrupted,
+    RunsFailed,
+    command_line_option_names,
+)
+from adaptive_teacher.tasks import DIFFUSION_TASKS, TASKS, default_budget, make_task, task_family, task_info, task_spec
+
+# Options that only pick what to run (train/compare options besides the config fields), with their defaults.
+TASK_DEFAULTS = {"task": "deceptive-grid", "height": 16}
+RESUMABLE = ("reward_calls", "iterations", "threads")  # options --resume may change
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="deceptive-grid", help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--dim", type=int, default=None, help="dimension (grid default 2, manywell 32, gmm25 2)")
-    p.add_argument("--height", type=int, default=16, help="grid side H")
-    p.add_argument("--n-steps", type=int, default=None, help="diffusion: Euler–Maruyama steps T (default 100)")
-    p.add_argument("--t-scale", type=float, default=None, help="diffusion: σ² of the reference process")
-
-
-def _method_options(p: argparse.ArgumentParser) -> None:
-    """Composable options; each overrides the method preset only when given."""
-    g = p.add_argument_group("method options (override the preset)")
-    flag = {"action": "store_const", "const": True, "default": None}
-    g.add_argument("--teacher", help="train an adaptive Teacher next to the Student", **flag)
+    g = p.add_argument_group("task")
+    g.add_argument("--task", default=None, help=f"one of {', '.join(TASKS)} (default: deceptive-grid)")
+    g.add_argument("--dim", type=int, default=None, help="dimension (default: grid 2, manywell 32, gmm25 2)")
+    g.add_argument("--height", type=int, default=None, help="grid side H (default: 16)")
+    g.add_argument("--n-steps", type=int, default=None, help="diffusion: Euler–Maruyama steps T (default: 100)")
     g.add_argument(
-        "--buffer",
-        choices=["none", "reward", "teacher_reward"],
-        default=None,
-        help="replay buffer priority: reward (PRT) or teacher_reward (PER)",
+        "--t-scale", type=float, default=None, help="diffusion: σ² of the reference process (default: the target's)"
     )
-    g.add_argument("--buffer-size", type=int, default=None, help="default: 10%% of the terminal states")
-    g.add_argument("--local-search", help="back-and-forth local search (LS-GFN)", **flag)
-    g.add_argument("--ls-iterations", type=int, default=None)
-    g.add_argument("--ls-accept", choices=["greedy", "mh"], default=None)
-    g.add_argument("--eps", type=float, default=None, help="ε-uniform exploration of the Student")
-    g.add_argument("--learn-pb", help="learn the backward policy", **flag)
-    g.add_argument("--gafn", help="GAFN: RND intrinsic rewards with augmented flows", **flag)
-    g.add_argument("--ri-scale", type=float, default=None)
-    g.add_argument("--objective", choices=["tb", "db", "vargrad"], default=None)
-    g.add_argument("--C", type=float, default=None, help="Teacher weight of under-sampled x (default 19)")
-    g.add_argument("--alpha", type=float, default=None, help="Teacher reward exponent of R (default 0)")
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--teacher-lr", type=float, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--hidden", type=int, default=None)
-    g.add_argument("--n-evals", type=int, default=None, help="evaluations (metrics lines) per run")
-    g.add_argument("--iterations", type=int, default=None, help="budget in iterations instead of reward calls")
-    g.add_argument("--arch", choices=["pis", "at256"], default=None, help="diffusion network (default pis)")
-    g.add_argument("--learn-var", help="diffusion: learned per-step variance", **flag)
-    g.add_argument("--eval-samples", type=int, default=None, help="diffusion: samples per evaluation")
-    g.add_argument("--final-eval-samples", type=int, default=None, help="diffusion: samples at the end")
-    g.add_argument("--ls-every", type=int, default=None, help="diffusion: MALA every this many iterations")
 
 
-OPTION_NAMES = (
-    "iterations",
-    "arch",
-    "learn_var",
-    "eval_samples",
-    "final_eval_samples",
-    "ls_every",
-    "teacher",
-    "buffer",
-    "buffer_size",
-    "local_search",
-    "ls_iterations",
-    "ls_accept",
-    "eps",
-    "learn_pb",
-    "gafn",
-    "ri_scale",
-    "objective",
-    "C",
-    "alpha",
-    "lr",
-    "teacher_lr",
-    "batch_size",
-    "hidden",
-    "n_evals",
-)
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _default_text(f: Field) -> str:
+    """'default: X' with the diffusion family's value where it differs."""
+    base = "not set" if f.default is None else f.default
+    diffusion = FAMILY_DEFAULTS["diffusion"].get(f.name, base)
+    if f.metadata.get("family") == "diffusion" or (f.metadata.get("family") is None and diffusion != base):
+        if f.metadata.get("family") == "diffusion":
+            return f"default: {diffusion}"
+        return f"default: {base}; diffusion {diffusion}"
+    return f"default: {base}"
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; a flag overrides the method preset only when given."""
+    g = p.add_argument_group("method options (each overrides the method preset only when given)")
+    hints = get_type_hints(TrainConfig)
+    for f in option_fields():
+        flag = "--" + f.name.replace("_", "-")
+        family = f.metadata.get("family")
+        scope = f"{family}: " if family else ""
+        text = f.metadata["help"]
+        help_text = f"{scope}{text}" + ("" if "default" in text else f" ({_default_text(f)})")
+        help_text = help_text.replace("%", "%%")
+        kind = hints[f.name]
+        args = getattr(kind, "__args__", ())
+        base = kind if not args or getattr(kind, "__origin__", None) is tuple else next(a for a in args if a)
+        if getattr(kind, "__origin__", None) is tuple:
+            g.add_argument(flag, dest=f.name, type=_float_list, default=None, metavar="F,F", help=help_text)
+        elif base is bool:
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            g.add_argument(
+                flag, dest=f.name, type=base, default=None, choices=f.metadata.get("choices"), help=help_text
+            )
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in OPTION_NAMES if getattr(args, k) is not None}
+    """The config options given on the command line (everything not given is None)."""
+    return {f.name: getattr(args, f.name) for f in option_fields() if getattr(args, f.name) is not None}
 
 
 def _budget(args: argparse.Namespace, env) -> dict[str, int]:
-    """--reward-calls when given; nothing when --iterations is given; the paper's budget otherwise."""
-    if args.reward_calls is not None:
-        return {"reward_calls": args.reward_calls}
-    if args.iterations is not None:
+    """--reward-calls or --iterations when given; the paper's budget otherwise."""
+    if args.reward_calls is not None or args.iterations is not None:
         return {}
     return default_budget(env)
 
 
+def _method_help() -> str:
+    return (
+        f"method preset; discrete tasks: {', '.join(methods_for('discrete'))}; "
+        f"diffusion tasks: {', '.join(methods_for('diffusion'))} (default: teacher)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adaptive-teacher", description=__doc__)
+    parser = argparse.ArgumentParser(prog="adaptive-teacher", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="print the task's size, number of modes and exact log Z as JSON")
@@ -113,24 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one method on one task")
     _task_args(train)
-    train.add_argument("--method", default="teacher", help=f"one of {', '.join(PRESETS)}")
-    train.add_argument("--reward-calls", type=int, default=None, help="budget in reward calls (default: the paper's)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default=None, help="run directory (default runs/<task>-<method>-seed<S>)")
-    train.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted run in DIR")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for small nets)")
-    _method_options(train)
+    run = train.add_argument_group("run")
+    run.add_argument("--method", default=None, help=_method_help())
+    run.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    run.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: runs/<task>-<parameters>-<method>-seed<S>, e.g. "
+        "runs/deceptive-grid-dim2-height16-teacher-seed0)",
+    )
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (with --reward-calls/--iterations: a new budget)",
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _config_options(train)
 
     cmp = sub.add_parser("compare", help="run methods × seeds, write results.csv, results.md and a plot")
     _task_args(cmp)
-    cmp.add_argument("--methods", default="tb,teacher", help="comma-separated method names")
-    cmp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    cmp.add_argument("--reward-calls", type=int, default=None, help="budget in reward calls (default: the paper's)")
-    cmp.add_argument("--out", default="runs/compare")
-    cmp.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    cmp.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    _method_options(cmp)
+    runs = cmp.add_argument_group("runs")
+    runs.add_argument("--methods", default="tb,teacher", help="comma-separated method names (default: tb,teacher)")
+    runs.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    runs.add_argument(
+        "--out",
+        default="runs/compare",
+        help="directory of the comparison; runs go to OUT/<method>/seed<S> (default: runs/compare)",
+    )
+    runs.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (default: 1)")
+    _config_options(cmp)
     return parser
 
 
@@ -141,58 +155,108 @@ def _int_list(text: str, option: str) -> list[int]:
         raise ConfigError(f"{option}: expected comma-separated integers (got {text!r})") from None
 
 
+def _task(args: argparse.Namespace) -> dict[str, Any]:
+    name = args.task or TASK_DEFAULTS["task"]
+    if name in DIFFUSION_TASKS:
+        if args.height is not None:
+            raise ConfigError(f"--height applies to grid tasks only; {name} is a diffusion task")
+        return {"name": name, "dim": args.dim, "n_steps": args.n_steps, "t_scale": args.t_scale}
+    for flag, value in (("--n-steps", args.n_steps), ("--t-scale", args.t_scale)):
+        if value is not None:
+            raise ConfigError(f"{flag} applies to diffusion tasks only; {name} is a grid task")
+    return {"name": name, "dim": args.dim, "height": args.height or TASK_DEFAULTS["height"]}
+
+
+def _default_out(task: dict[str, Any], method: str, seed: int) -> str:
+    params = "".join(f"-{k}{v}" for k, v in task.items() if k != "name" and v is not None)
+    return f"runs/{task['name']}{params}-{method}-seed{seed}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from adaptive_teacher.trainer import Trainer
+
+    threads = args.threads if args.threads is not None else 1
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (got {threads})")
+    torch.set_num_threads(threads)  # also for the evaluation before training starts
+    if args.resume:
+        given = [k for k in _options(args) if k not in RESUMABLE]
+        given += [
+            k for k in ("task", "dim", "height", "n_steps", "t_scale", "method", "seed", "out") if _given(args, k)
+        ]
+        given += ["overwrite"] if args.overwrite else []
+        ignored = ["--" + k.replace("_", "-") for k in given]
+        if ignored:
+            raise ConfigError(
+                f"--resume continues {args.resume} with its saved configuration; {', '.join(ignored)} would be "
+                "ignored: drop them (only --reward-calls, --iterations, --threads and --no-progress apply), "
+                "or start a new run"
+            )
+        trainer = Trainer.resume(args.resume, reward_calls=args.reward_calls, iterations=args.iterations)
+        trainer.cfg.progress = not args.no_progress
+        trainer.cfg.threads = threads
+    else:
+        env = make_task(_task(args))
+        task = task_spec(env)
+        method = args.method or "teacher"
+        seed = args.seed if args.seed is not None else 0
+        opts = {**_budget(args, env), **_options(args), "threads": threads}
+        cfg = resolve_config(method, task_family(env), seed=seed, progress=not args.no_progress, **opts)
+        trainer = Trainer(env, cfg, args.out or _default_out(task, method, seed), overwrite=args.overwrite)
+    summary = trainer.train()
+    print(json.dumps(summary, indent=2))
+    print(f"Run written to {trainer.out_dir}", file=sys.stderr)
+    return 0
+
+
+def _given(args: argparse.Namespace, name: str) -> bool:
+    return getattr(args, name, None) is not None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from adaptive_teacher.compare import compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods: give at least one method")
+    seeds = _int_list(args.seeds, "--seeds")
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (got {args.jobs})")
+    threads = args.threads if args.threads is not None else 1
+    env = make_task(_task(args))  # validate the task before spawning workers
+    task = task_spec(env)
+    opts = {**_budget(args, env), **_options(args), "threads": threads}
+    for m in methods:  # fail fast: every run's config must be valid before any starts
+        for s in seeds:
+            validate(resolve_config(m, task_family(env), seed=s, **opts))
+    opts.pop("threads")
+    reward_calls = opts.pop("reward_calls", None)
+    try:
+        table = compare(task, methods, seeds, reward_calls, args.out, args.jobs, threads, **opts)
+    except RunsFailed as e:
+        if e.table:
+            print(e.table)
+        raise
+    print(table)
+    plot = "eubo_vs_reward_calls.png" if task["name"] in DIFFUSION_TASKS else "modes_vs_reward_calls.png"
+    print(f"Plot: {args.out}/{plot}  Table: {args.out}/results.md  CSV: {args.out}/results.csv")
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    task = {"name": args.task, "dim": args.dim, "height": args.height}
-    if args.task in DIFFUSION_TASKS:
-        task = {"name": args.task, "dim": args.dim, "n_steps": args.n_steps, "t_scale": args.t_scale}
-    if args.command == "info":
-        print(json.dumps(task_info(make_task(task)), indent=2))
-        return 0
-    if args.command == "train":
-        import torch
-
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
-        torch.set_num_threads(args.threads)  # also for the evaluation before training starts
-        from adaptive_teacher.config import resolve_config
-        from adaptive_teacher.trainer import Trainer
-
-        if args.resume:
-            trainer = Trainer.resume(args.resume)
-        else:
-            env = make_task(task)
-            task = task_spec(env)
-            opts = {**_budget(args, env), **_options(args), "threads": args.threads}
-            cfg = resolve_config(args.method, task_family(env), seed=args.seed, progress=not args.no_progress, **opts)
-            out = args.out or "runs/" + "-".join(f"{v}" for v in task.values()) + f"-{args.method}-seed{args.seed}"
-            trainer = Trainer(env, cfg, out)
-        summary = trainer.train()
-        print(json.dumps(summary, indent=2))
-        print(f"Run written to {trainer.out_dir}", file=sys.stderr)
-        return 0
-    if args.command == "compare":
-        from adaptive_teacher.compare import compare
-
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        if not methods:
-            raise ConfigError("--methods: give at least one method")
-        seeds = _int_list(args.seeds, "--seeds")
-        if not seeds:
-            raise ConfigError("--seeds: give at least one seed")
-        if args.jobs < 1:
-            raise ConfigError(f"--jobs must be >= 1 (got {args.jobs})")
-        env = make_task(task)  # validate the task before spawning workers
-        task = task_spec(env)
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
-        opts = {**_budget(args, env), **_options(args)}
-        reward_calls = opts.pop("reward_calls", None)
-        table = compare(task, methods, seeds, reward_calls, args.out, args.jobs, args.threads, **opts)
-        print(table)
-        plot = "eubo_vs_reward_calls.png" if task["name"] in DIFFUSION_TASKS else "modes_vs_reward_calls.png"
-        print(f"Plot: {args.out}/{plot}  Table: {args.out}/results.md  CSV: {args.out}/results.csv")
-        return 0
+    with command_line_option_names():
+        if args.command == "info":
+            print(json.dumps(task_info(make_task(_task(args)))))
+            return 0
+        if args.command == "train":
+            return _train(args)
+        if args.command == "compare":
+            return _compare(args)
     return 2
 
 
@@ -205,8 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     except AdaptiveTeacherError as e:
         print(f"adaptive-teacher: error: {e}", file=sys.stderr)
         code = 1
+    except RunInterrupted as e:
+        print(f"adaptive-teacher: {e}", file=sys.stderr)
+        code = 130
     except KeyboardInterrupt:
-        print("adaptive-teacher: interrupted; resume with --resume <run dir>", file=sys.stderr)
+        print("adaptive-teacher: interrupted before training started; nothing to resume", file=sys.stderr)
         code = 130
     sys.exit(code)
 

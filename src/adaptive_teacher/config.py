@@ -14,10 +14,11 @@ exploration std 0.2 decaying to 0 over the first half, MALA local search every 5
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+import math
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from typing import Any, get_type_hints
 
-from adaptive_teacher.errors import ConfigError
+from adaptive_teacher.errors import ConfigError, option
 
 BUFFER_PRIORITIES = ("none", "reward", "teacher_reward")
 
@@ -36,7 +37,6 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr_milestones": (0.4, 0.8),
         "clip_grad_norm": 0.0,
         "hidden": 64,
-        "layers": 2,
         "n_evals": 10,
         "buffer_size": 50_000,
         "eps_decay": True,
@@ -82,54 +82,70 @@ def methods_for(family: str) -> list[str]:
     return list(PRESETS)
 
 
+def _opt(
+    default: Any, help: str, family: str | None = None, cli: bool = True, choices: tuple[str, ...] | None = None
+) -> Any:
+    """A config field: its default, its help text (the command line's), the family it applies to (None: all)
+    and, for strings, the allowed values."""
+    return field(default=default, metadata={"help": help, "family": family, "cli": cli, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
-    method: str = "teacher"
-    reward_calls: int = 16_000
-    iterations: int | None = None  # budget in training iterations instead of reward calls
-    seed: int = 0
-    batch_size: int = 16
-    objective: str = "tb"
-    teacher: bool = False
-    buffer: str = "none"
-    buffer_size: int | None = None  # default: 10 % of the terminal states
-    local_search: bool = False
-    ls_iterations: int = 4
-    ls_back_ratio: float = 0.5
-    ls_accept: str = "greedy"
-    eps: float = 0.0
-    learn_pb: bool = False
-    gafn: bool = False
-    ri_scale: float = 0.01
-    C: float = 19.0
-    alpha: float = 0.0
-    teacher_eps: float = 1e-3
-    lr: float = 1e-3
-    lr_log_z: float = 0.1
-    teacher_lr: float | None = None  # default: teacher_lr_scale × the Student's lr
-    teacher_lr_scale: float = 1.0
-    teacher_half_square: bool = False
-    teacher_gate_quantile: float | None = None  # gate Teacher samples below this quantile of initial log R
-    teacher_into_buffer: bool = False  # Teacher samples go to the buffer; the Student replays them
-    teacher_clip_grad_norm: float | None = None  # default: clip_grad_norm
-    clip_grad_norm: float = 1.0
-    lr_milestones: tuple[float, ...] = ()  # fractions of the budget where all lrs are multiplied by 0.1
-    eps_decay: bool = False  # exploration decays linearly to 0 over the first half of the budget
-    ls_every: int = 0  # diffusion: MALA on a buffer batch every this many iterations
-    hidden: int = 256
-    layers: int = 2
-    arch: str = "pis"  # diffusion network: "pis" (hidden 64) or "at256"
-    learn_var: bool = False  # diffusion: learned per-step variance
-    n_evals: int = 20
-    eval_samples: int = 2000  # diffusion: samples per evaluation (10,000 at the end)
-    final_eval_samples: int = 10_000
-    progress: bool = True
-    threads: int | None = 1  # torch threads while training (1 is fastest for these small networks); None: leave
+    """Every option of a run, defined once: the command line (``--name-with-dashes``) is generated from these
+    fields and their help texts; ``family`` marks the options that only one task family uses."""
+
+    method: str = _opt("teacher", "method preset", cli=False)
+    reward_calls: int = _opt(16_000, "budget in reward calls (default: the paper's budget for the task)")
+    iterations: int | None = _opt(None, "budget in training iterations instead of reward calls")
+    seed: int = _opt(0, "random seed", cli=False)
+    batch_size: int = _opt(16, "trajectories per training step")
+    objective: str = _opt(
+        "tb", "training objective: tb, db (discrete) or vargrad (diffusion)", choices=("tb", "db", "vargrad")
+    )
+    teacher: bool = _opt(False, "train an adaptive Teacher next to the Student")
+    buffer: str = _opt(
+        "none", "replay buffer priority: reward (PRT) or teacher_reward (PER)", choices=BUFFER_PRIORITIES
+    )
+    buffer_size: int | None = _opt(None, "replay buffer capacity (discrete default: 10% of the terminal states)")
+    local_search: bool = _opt(False, "local search: back-and-forth (discrete, LS-GFN) or MALA (diffusion)")
+    ls_iterations: int = _opt(4, "local-search iterations (MALA steps for diffusion)")
+    ls_back_ratio: float = _opt(0.5, "fraction of the trajectory that back-and-forth destroys", "discrete")
+    ls_accept: str = _opt("greedy", "back-and-forth acceptance", "discrete", choices=("greedy", "mh"))
+    eps: float = _opt(0.0, "exploration: ε-uniform actions (discrete) or extra noise std (diffusion)")
+    learn_pb: bool = _opt(False, "learn the backward policy", "discrete")
+    gafn: bool = _opt(False, "GAFN: RND intrinsic rewards with augmented flows", "discrete")
+    ri_scale: float = _opt(0.01, "GAFN intrinsic-reward scale", "discrete")
+    C: float = _opt(19.0, "Teacher reward weight of under-sampled x (δ > 0)")
+    alpha: float = _opt(0.0, "Teacher reward exponent of R (R_T ∝ R^alpha)")
+    teacher_eps: float = _opt(1e-3, "ε inside the Teacher reward log(1 + ε + w·δ²)")
+    lr: float = _opt(1e-3, "Adam learning rate of the networks")
+    lr_log_z: float = _opt(0.1, "learning rate of log Z")
+    teacher_lr: float | None = _opt(None, "Teacher learning rate (default: teacher_lr_scale × lr)")
+    teacher_lr_scale: float = _opt(1.0, "Teacher lr as a multiple of the Student's")
+    teacher_half_square: bool = _opt(False, "Teacher reward uses ½δ² (the paper's diffusion code)")
+    teacher_gate_quantile: float | None = _opt(
+        None, "the Teacher and buffer ignore samples below this quantile of log R under the initial Student"
+    )
+    teacher_into_buffer: bool = _opt(False, "Teacher samples go to the buffer; the Student replays them")
+    teacher_clip_grad_norm: float | None = _opt(None, "Teacher gradient clipping (default: clip_grad_norm)")
+    clip_grad_norm: float = _opt(1.0, "gradient-norm clipping (0: none)")
+    lr_milestones: tuple[float, ...] = _opt((), "comma-separated budget fractions where every lr is ×0.1")
+    eps_decay: bool = _opt(False, "exploration decays linearly to 0 over the first half of the budget")
+    ls_every: int = _opt(0, "MALA local search on a buffer batch every this many iterations", "diffusion")
+    hidden: int = _opt(256, "hidden width of the policy network")
+    layers: int = _opt(2, "hidden layers of the policy MLP", "discrete")
+    arch: str = _opt("pis", "drift network: PIS (hidden 64) or the 256-wide one", "diffusion", choices=("pis", "at256"))
+    learn_var: bool = _opt(False, "learned per-step variance", "diffusion")
+    n_evals: int = _opt(20, "evaluations (metrics lines) per run")
+    eval_samples: int = _opt(2000, "samples per evaluation", "diffusion")
+    final_eval_samples: int = _opt(10_000, "samples of the final evaluation", "diffusion")
+    progress: bool = _opt(True, "show a progress bar", cli=False)
+    threads: int | None = _opt(1, "torch threads while training (1 is fastest for these small networks)")
+    family: str = _opt("discrete", "task family", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    family: str = "discrete"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -138,80 +154,161 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config option(s): {', '.join(unknown)}")
         d = dict(d)
-        if "lr_milestones" in d:
+        if isinstance(d.get("lr_milestones"), list):
             d["lr_milestones"] = tuple(d["lr_milestones"])
         return cls(**d)
+
+
+def option_fields() -> list[Field]:
+    """The TrainConfig fields that are command-line options."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
+
+
+def family_default(name: str, family: str) -> Any:
+    """The default of option ``name`` for a task family (before any method preset)."""
+    if name in FAMILY_DEFAULTS.get(family, {}):
+        return FAMILY_DEFAULTS[family][name]
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return f.default
 
 
 def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> TrainConfig:
     """Family defaults, then preset ``method``, then explicit overrides (``None`` means 'not given')."""
     if family not in FAMILIES:
-        raise ConfigError(f"unknown task family {family!r}")
+        raise ConfigError(f"unknown task family {family!r}; choose one of {', '.join(FAMILIES)}")
     available = methods_for(family)
     if method not in available:
-        raise ConfigError(f"--method: unknown method {method!r}; choose one of {', '.join(available)}")
+        raise ConfigError(f"{option('method')}: unknown method {method!r}; choose one of {', '.join(available)}")
     known = {f.name for f in fields(TrainConfig)}
     for k in overrides:
         if k not in known:
-            raise ConfigError(f"unknown option {k!r}")
+            raise ConfigError(f"unknown option {k!r}; the options are the fields of TrainConfig")
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "reward_calls" in given and "iterations" in given:
+        raise ConfigError(
+            f"give one budget: {option('reward_calls')} or {option('iterations')}, not both "
+            f"(got {given['reward_calls']} reward calls and {given['iterations']} iterations)"
+        )
     preset = FAMILY_PRESETS[family].get(method, PRESETS.get(method, {}))
     return replace(TrainConfig(method=method, family=family), **{**FAMILY_DEFAULTS[family], **preset, **given})
 
 
+def _check_types(cfg: TrainConfig) -> None:
+    """Each field has its declared type (an int where an int is expected, a finite float, ...)."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        if value is None:
+            if type(None) in getattr(hint, "__args__", ()):
+                continue
+            raise ConfigError(f"{option(f.name)} must be given (got None)")
+        args = getattr(hint, "__args__", ())
+        if getattr(hint, "__origin__", None) is tuple:
+            origin = tuple
+        else:
+            origin = next((a for a in args if a is not type(None)), hint) if args else hint
+        if origin is bool:
+            ok = isinstance(value, bool)
+        elif origin is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif origin is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        elif origin is tuple:
+            ok = isinstance(value, tuple | list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            )
+        else:
+            ok = isinstance(value, origin)
+        if not ok:
+            kind = {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}.get(
+                origin, "a list of finite numbers"
+            )
+            raise ConfigError(f"{option(f.name)} must be {kind} (got {value!r})")
+
+
+def _check_family(cfg: TrainConfig) -> None:
+    """Options of the other task family would do nothing: they must keep their defaults."""
+    for f in fields(TrainConfig):
+        only = f.metadata.get("family")
+        if only is not None and only != cfg.family and getattr(cfg, f.name) != f.default:
+            raise ConfigError(
+                f"{option(f.name)} applies to {only} tasks only; this task is {cfg.family} (drop the option)"
+            )
+
+
+MAX_SEED = 2**63 - 1
+
+
 def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
-    """Raise ConfigError naming the first impossible option."""
+    """Raise ConfigError naming the first impossible option (in the caller's vocabulary, see errors.option)."""
+    o = option
+    if cfg.family not in FAMILIES:
+        raise ConfigError(f"unknown task family {cfg.family!r}; choose one of {', '.join(FAMILIES)}")
+    methods = methods_for(cfg.family)
+    if cfg.method not in methods:
+        raise ConfigError(f"{o('method')}: unknown method {cfg.method!r}; choose one of {', '.join(methods)}")
+    _check_types(cfg)
+    _check_family(cfg)
     checks: list[tuple[bool, str]] = [
-        (cfg.family in FAMILIES, f"unknown task family {cfg.family!r}"),
+        (0 <= cfg.seed <= MAX_SEED, f"{o('seed')} must be in [0, 2**63 - 1] (got {cfg.seed})"),
+        (cfg.reward_calls > 0, f"{o('reward_calls')} must be > 0 (got {cfg.reward_calls})"),
+        (cfg.iterations is None or cfg.iterations > 0, f"{o('iterations')} must be > 0 (got {cfg.iterations})"),
+        (cfg.batch_size >= 1, f"{o('batch_size')} must be >= 1 (got {cfg.batch_size})"),
         (
-            cfg.method in methods_for(cfg.family),
-            f"--method: unknown method {cfg.method!r}; choose one of {', '.join(methods_for(cfg.family))}",
+            cfg.iterations is not None or cfg.batch_size <= cfg.reward_calls,
+            f"{o('batch_size')} {cfg.batch_size} is larger than the budget of {cfg.reward_calls} reward calls "
+            f"(one step would spend it); lower {o('batch_size')} or raise {o('reward_calls')}",
         ),
-        (cfg.reward_calls > 0, f"--reward-calls must be > 0 (got {cfg.reward_calls})"),
-        (cfg.iterations is None or cfg.iterations > 0, f"--iterations must be > 0 (got {cfg.iterations})"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1 (got {cfg.batch_size})"),
         (
             cfg.objective in OBJECTIVES[cfg.family],
-            f"--objective must be one of {', '.join(OBJECTIVES[cfg.family])} for this task (got {cfg.objective!r})",
+            f"{o('objective')} must be one of {', '.join(OBJECTIVES[cfg.family])} for {cfg.family} tasks "
+            f"(got {cfg.objective!r})",
         ),
         (
             cfg.buffer in BUFFER_PRIORITIES,
-            f"--buffer must be one of {', '.join(BUFFER_PRIORITIES)} (got {cfg.buffer!r})",
+            f"{o('buffer')} must be one of {', '.join(BUFFER_PRIORITIES)} (got {cfg.buffer!r})",
         ),
-        (
-            cfg.buffer_size is None or cfg.buffer_size >= 1,
-            f"--buffer-size must be >= 1 (got {cfg.buffer_size})",
-        ),
-        (cfg.ls_iterations >= 1, f"--ls-iterations must be >= 1 (got {cfg.ls_iterations})"),
-        (0.0 < cfg.ls_back_ratio <= 1.0, f"--ls-back-ratio must be in (0, 1] (got {cfg.ls_back_ratio})"),
-        (cfg.ls_accept in ("greedy", "mh"), f"--ls-accept must be 'greedy' or 'mh' (got {cfg.ls_accept!r})"),
-        (0.0 <= cfg.eps <= 1.0, f"--eps must be in [0, 1] (got {cfg.eps})"),
-        (cfg.C >= 0, f"--C must be >= 0 (got {cfg.C})"),
-        (cfg.teacher_eps > 0, f"--teacher-eps must be > 0 (got {cfg.teacher_eps})"),
-        (cfg.ri_scale >= 0, f"--ri-scale must be >= 0 (got {cfg.ri_scale})"),
-        (cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})"),
-        (cfg.lr_log_z > 0, f"--lr-log-z must be > 0 (got {cfg.lr_log_z})"),
-        (cfg.teacher_lr is None or cfg.teacher_lr > 0, f"--teacher-lr must be > 0 (got {cfg.teacher_lr})"),
-        (cfg.hidden >= 1 and cfg.layers >= 1, "--hidden and --layers must be >= 1"),
-        (cfg.n_evals >= 1, f"--n-evals must be >= 1 (got {cfg.n_evals})"),
-        (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1 (got {cfg.threads})"),
-        (not (cfg.gafn and cfg.teacher), "--gafn cannot be combined with a Teacher"),
-        (not (cfg.gafn and cfg.family != "discrete"), "--gafn is implemented for discrete tasks only"),
-        (cfg.teacher_lr_scale > 0, f"--teacher-lr-scale must be > 0 (got {cfg.teacher_lr_scale})"),
+        (cfg.buffer_size is None or cfg.buffer_size >= 1, f"{o('buffer_size')} must be >= 1 (got {cfg.buffer_size})"),
+        (cfg.ls_iterations >= 1, f"{o('ls_iterations')} must be >= 1 (got {cfg.ls_iterations})"),
+        (0.0 < cfg.ls_back_ratio <= 1.0, f"{o('ls_back_ratio')} must be in (0, 1] (got {cfg.ls_back_ratio})"),
+        (cfg.ls_accept in ("greedy", "mh"), f"{o('ls_accept')} must be 'greedy' or 'mh' (got {cfg.ls_accept!r})"),
+        (0.0 <= cfg.eps <= 1.0, f"{o('eps')} must be in [0, 1] (got {cfg.eps})"),
+        (cfg.C >= 0, f"{o('C')} must be >= 0 (got {cfg.C})"),
+        (cfg.alpha >= 0, f"{o('alpha')} must be >= 0 (got {cfg.alpha})"),
+        (cfg.teacher_eps > 0, f"{o('teacher_eps')} must be > 0 (got {cfg.teacher_eps})"),
+        (cfg.ri_scale >= 0, f"{o('ri_scale')} must be >= 0 (got {cfg.ri_scale})"),
+        (cfg.lr > 0, f"{o('lr')} must be > 0 (got {cfg.lr})"),
+        (cfg.lr_log_z > 0, f"{o('lr_log_z')} must be > 0 (got {cfg.lr_log_z})"),
+        (cfg.teacher_lr is None or cfg.teacher_lr > 0, f"{o('teacher_lr')} must be > 0 (got {cfg.teacher_lr})"),
+        (cfg.hidden >= 1, f"{o('hidden')} must be >= 1 (got {cfg.hidden})"),
+        (cfg.layers >= 1, f"{o('layers')} must be >= 1 (got {cfg.layers})"),
+        (cfg.n_evals >= 1, f"{o('n_evals')} must be >= 1 (got {cfg.n_evals})"),
+        (cfg.threads is None or cfg.threads >= 1, f"{o('threads')} must be >= 1 (got {cfg.threads})"),
+        (not (cfg.gafn and cfg.teacher), f"{o('gafn')} cannot be combined with a Teacher"),
+        (cfg.teacher_lr_scale > 0, f"{o('teacher_lr_scale')} must be > 0 (got {cfg.teacher_lr_scale})"),
         (
             cfg.teacher_gate_quantile is None or 0.0 <= cfg.teacher_gate_quantile < 1.0,
-            f"--teacher-gate-quantile must be in [0, 1) (got {cfg.teacher_gate_quantile})",
+            f"{o('teacher_gate_quantile')} must be in [0, 1) (got {cfg.teacher_gate_quantile})",
         ),
-        (all(0.0 < m < 1.0 for m in cfg.lr_milestones), f"--lr-milestones must be in (0, 1) (got {cfg.lr_milestones})"),
-        (cfg.arch in ("pis", "at256"), f"--arch must be 'pis' or 'at256' (got {cfg.arch!r})"),
-        (cfg.eval_samples >= 2 and cfg.final_eval_samples >= 2, "--eval-samples must be >= 2"),
-        (cfg.ls_every >= 0, f"--ls-every must be >= 0 (got {cfg.ls_every})"),
-        (not (cfg.gafn and cfg.objective == "db"), "--gafn is implemented for --objective tb only"),
+        (
+            cfg.teacher_clip_grad_norm is None or cfg.teacher_clip_grad_norm >= 0,
+            f"{o('teacher_clip_grad_norm')} must be >= 0 (got {cfg.teacher_clip_grad_norm})",
+        ),
+        (cfg.clip_grad_norm >= 0, f"{o('clip_grad_norm')} must be >= 0 (got {cfg.clip_grad_norm})"),
+        (
+            all(0.0 < m < 1.0 for m in cfg.lr_milestones),
+            f"{o('lr_milestones')} must be in (0, 1) (got {cfg.lr_milestones})",
+        ),
+        (cfg.arch in ("pis", "at256"), f"{o('arch')} must be 'pis' or 'at256' (got {cfg.arch!r})"),
+        (cfg.eval_samples >= 2, f"{o('eval_samples')} must be >= 2 (got {cfg.eval_samples})"),
+        (cfg.final_eval_samples >= 2, f"{o('final_eval_samples')} must be >= 2 (got {cfg.final_eval_samples})"),
+        (cfg.ls_every >= 0, f"{o('ls_every')} must be >= 0 (got {cfg.ls_every})"),
+        (not (cfg.gafn and cfg.objective == "db"), f"{o('gafn')} is implemented for {o('objective')} tb only"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     if n_terminal_states is not None and cfg.buffer_size is not None and cfg.buffer_size > n_terminal_states:
         raise ConfigError(
-            f"--buffer-size {cfg.buffer_size} is larger than the space ({n_terminal_states} terminal states)"
+            f"{o('buffer_size')} {cfg.buffer_size} is larger than the space ({n_terminal_states} terminal states)"
         )

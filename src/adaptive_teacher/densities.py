@@ -56,24 +56,42 @@ def _check_dim(dim: int, even: bool = False) -> int:
 
 
 class Density(ABC):
-    """An unnormalised target density on R^dim."""
+    """An unnormalised target density on R^dim: subclass it with ``dim`` and ``log_reward`` (−energy).
 
-    name: str
+    Everything else is optional. ``grad_log_reward`` defaults to autograd through ``log_reward``;
+    ``log_Z`` (the exact log normalising constant) defaults to None, ``sample`` (exact i.i.d. draws from
+    R/Z) to none. Without them training works as usual and the evaluation reports the ELBO and the
+    importance-weighted log Ẑ only: Δlog Z needs ``log_Z``; EUBO and W2 need ``sample``. ``t_scale`` (σ² of
+    the sampler's reference Brownian motion) defaults to 1.0.
+    """
+
     dim: int
-    log_Z: float | None
-    t_scale: float
+    log_Z: float | None = None
+    t_scale: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
 
     @abstractmethod
     def log_reward(self, x: Tensor) -> Tensor:
-        """log R(x), float64 [n]."""
+        """log R(x) = −E(x), [n] (float64 preferred)."""
 
-    @abstractmethod
     def grad_log_reward(self, x: Tensor) -> Tensor:
-        """∇_x log R(x), [n, dim] in the dtype of ``x``."""
+        """∇_x log R(x), [n, dim] in the dtype of ``x`` (default: autograd through ``log_reward``)."""
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_reward(leaf).sum(), leaf)
+        return grad.to(x.dtype)
 
-    @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` exact i.i.d. samples from R/Z, float32 [n, dim]."""
+        """``n`` exact i.i.d. samples from R/Z, float32 [n, dim] (only for targets with an exact sampler)."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
+
+    @property
+    def has_sampler(self) -> bool:
+        """Whether ``sample`` is implemented (exact samples give the EUBO and W2)."""
+        return type(self).sample is not Density.sample
 
 
 class Gaussian(Density):

@@ -3,6 +3,30 @@
 The command line prints these as one line (no traceback); the Python API raises them.
 """
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+_OPTION_STYLE: ContextVar[str] = ContextVar("option_style", default="python")
+
+
+def option(name: str) -> str:
+    """How an error names the option ``name`` (a TrainConfig field or task parameter): ``--batch-size`` on
+    the command line, ``batch_size`` for Python callers."""
+    return "--" + name.replace("_", "-") if _OPTION_STYLE.get() == "cli" else name
+
+
+@contextlib.contextmanager
+def command_line_option_names() -> Iterator[None]:
+    """Within this block errors name options as command-line flags (the CLI wraps every command in it)."""
+    token = _OPTION_STYLE.set("cli")
+    try:
+        yield
+    finally:
+        _OPTION_STYLE.reset(token)
+
 
 class AdaptiveTeacherError(Exception):
     """Base class of every error this library raises on purpose."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from adaptive_teacher import errors
 from adaptive_teacher.errors import ConfigError, DataError
 
 CONFIG = "config.json"
@@ -74,20 +75,20 @@ def is_run_dir(path: str | Path) -> bool:
     return p.is_dir() and any((p / f).exists() for f in (CONFIG, METRICS, SUMMARY, CHECKPOINT, PREVIOUS_CHECKPOINT))
 
 
-def prepare_out_dir(path: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
+def prepare_out_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Create (or, with ``overwrite``, clear) a run directory and check that it is writable.
 
     An existing run is never replaced silently: without ``overwrite`` it is a ConfigError that says how to
     continue it (``--resume``) or replace it (``--overwrite``).
     """
-    p = Path(path)
+    p, option = Path(path), errors.option("out")
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{option} {p}: exists and is not a directory; choose a directory for the run")
     if is_run_dir(p):
         if not overwrite:
             raise ConfigError(
                 f"{option} {p} already holds a run; continue it with 'adaptive-teacher train --resume {p}', "
-                "replace it with --overwrite (overwrite=True in Python), or choose another directory"
+                f"replace it with {errors.option('overwrite')}, or choose another directory"
             )
         for name in RUN_FILES:
             (p / name).unlink(missing_ok=True)
@@ -97,7 +98,8 @@ def prepare_out_dir(path: str | Path, overwrite: bool = False, option: str = "--
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"{option} {p}: cannot write the run there ({e.strerror or e}); choose another directory")
+        reason = e.strerror or str(e)
+        raise ConfigError(f"{option} {p}: cannot write the run there ({reason}); choose another directory") from None
     return p
 
 
@@ -115,15 +117,23 @@ def read_json(path: Path, what: str) -> Any:
     except FileNotFoundError:
         raise DataError(f"{path}: missing; this directory does not hold a complete {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); the {what} is damaged (restore it or start a new run)") from None
+        raise DataError(
+            f"{path}: not valid JSON ({e}); the {what} is damaged (restore it or start a new run)"
+        ) from None
 
 
 def read_config(run: str | Path) -> dict[str, Any]:
     """``config.json`` of a run: ``{"task": {...}, "config": {...}, "fingerprint": str}``, checked."""
     path = Path(run) / CONFIG
     saved = read_json(path, "run")
-    if not isinstance(saved, dict) or not isinstance(saved.get("task"), dict) or not isinstance(saved.get("config"), dict):
-        raise DataError(f"{path}: expected an object with 'task' and 'config' objects; the run configuration is damaged")
+    if (
+        not isinstance(saved, dict)
+        or not isinstance(saved.get("task"), dict)
+        or not isinstance(saved.get("config"), dict)
+    ):
+        raise DataError(
+            f"{path}: expected an object with 'task' and 'config' objects; the run configuration is damaged"
+        )
     stored = saved.get("fingerprint")
     actual = fingerprint(saved["task"], saved["config"])
     if stored is not None and stored != actual:
@@ -209,7 +219,9 @@ def _load_one(path: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise DataError(f"{path}: damaged or not a checkpoint ({_first_line(e)})") from None
     if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
-        raise DataError(f"{path}: not an adaptive-teacher checkpoint (expected a dict with {', '.join(CHECKPOINT_KEYS)})")
+        raise DataError(
+            f"{path}: not an adaptive-teacher checkpoint (expected a dict with {', '.join(CHECKPOINT_KEYS)})"
+        )
     return state
 
 

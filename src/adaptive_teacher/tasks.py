@@ -68,7 +68,8 @@ def default_budget(env) -> dict[str, int]:
 def task_info(env) -> dict[str, Any]:
     """What ``adaptive-teacher info`` prints: size, modes and the exact log Z (None when too large)."""
     if task_family(env) == "diffusion":
-        return {**task_spec(env), "log_Z": float(env.density.log_Z)}
+        log_z = env.density.log_Z
+        return {**task_spec(env), "log_Z": None if log_z is None else float(log_z)}
     states = env.enumerate_states()
     n_terminal = getattr(env, "n_terminal_states", None)
     if states is not None:

@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from adaptive_teacher import run_dir
 from adaptive_teacher.config import TrainConfig, validate
 from adaptive_teacher.envs import TaskEnv
 from adaptive_teacher.envs.base import Trajectories
-from adaptive_teacher.errors import ConfigError, TrainingDiverged
+from adaptive_teacher.errors import ConfigError, DataError, RunInterrupted, TrainingDiverged, option
 from adaptive_teacher.metrics import ModeTracker
 from adaptive_teacher.metrics.evaluators import make_evaluator
 from adaptive_teacher.objectives import detailed_balance, trajectory_balance, vargrad
@@ -43,7 +44,7 @@ from adaptive_teacher.sources import (
 )
 from adaptive_teacher.tasks import task_spec
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = run_dir.CHECKPOINT
 
 
 def build_schedule(cfg: TrainConfig) -> list[str]:
@@ -83,17 +84,22 @@ class StepResult:
 
 
 class Trainer:
-    """Trains a Student (and optionally a Teacher) on a task for a reward-call budget."""
+    """Trains a Student (and optionally a Teacher) on a task for a reward-call budget.
 
-    def __init__(self, env: TaskEnv, config: TrainConfig, out_dir: str | Path | None = None):
+    With ``out_dir`` the run is written there (config, metrics, checkpoints, summary, plots); a directory that
+    already holds a run is refused unless ``overwrite`` (continue one with :meth:`resume`)."""
+
+    def __init__(self, env: TaskEnv, config: TrainConfig, out_dir: str | Path | None = None, overwrite: bool = False):
         self.env, self.cfg = env, config
         family = getattr(env, "family", "discrete")
         if config.family != family:
             raise ConfigError(f"the config is for {config.family} tasks but the task {task_spec(env)} is {family}")
+        validate(config)
         self.evaluator = make_evaluator(env, config)
         n_term = self.evaluator.n_terminal or getattr(env, "n_terminal_states", None)
         validate(config, n_term)
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        _check_memory(env, config)
+        self.out_dir = run_dir.prepare_out_dir(out_dir, overwrite) if out_dir is not None else None
         torch.manual_seed(config.seed)
 
         self.student = make_policy(env, config)
@@ -186,11 +192,11 @@ class Trainer:
         from adaptive_teacher.sources.mala import mala
 
         assert self.buffer is not None
-        cfg, density = self.cfg, self.env.density
+        cfg = self.cfg
         x0, _ = self.buffer.sample(cfg.batch_size)
-        samples, self.mala_step_size, _ = mala(
-            density.log_reward,
-            density.grad_log_reward,
+        samples, self.mala_step_size, _ = mala(  # through the env: a non-finite energy or gradient is an error
+            self.env.log_reward,
+            self.env.grad_log_reward,
             x0,
             n_steps=cfg.ls_iterations,
             burn_in=cfg.ls_iterations // 2,
@@ -289,7 +295,7 @@ class Trainer:
         loss, delta = self._objective(self.student, traj, log_r)
         total = loss if rnd_loss is None else loss + rnd_loss
         if not torch.isfinite(total):
-            raise TrainingDiverged(self._diverged_message("Student", total.item()))
+            raise TrainingDiverged(f"the Student loss became {total.item()}")
         log_rt = None
         if self.teacher is not None or cfg.buffer == "teacher_reward":
             log_rt = self.teacher_reward(traj, delta)
@@ -301,7 +307,7 @@ class Trainer:
             rows = gate.nonzero().squeeze(1)
             t_loss, _ = self._objective(self.teacher, traj.select(rows), log_rt[rows])
             if not torch.isfinite(t_loss):
-                raise TrainingDiverged(self._diverged_message("Teacher", t_loss.item()))
+                raise TrainingDiverged(f"the Teacher loss became {t_loss.item()}")
             clip = cfg.clip_grad_norm if cfg.teacher_clip_grad_norm is None else cfg.teacher_clip_grad_norm
             self._clip_step(self.opt_teacher, t_loss, clip)
             teacher_loss = t_loss.item()
@@ -334,12 +340,12 @@ class Trainer:
             self._teacher_losses.append(result.teacher_loss)
         return traj, result
 
-    def _diverged_message(self, who: str, value: float) -> str:
-        where = f" in {self.out_dir}" if self.out_dir is not None else ""
-        return (
-            f"the {who} loss became {value} at step {self.step} ({self.reward_calls} reward calls); "
-            f"the last checkpoint and metrics so far are kept{where}; try a smaller --lr or check the reward"
-        )
+    def _kept(self) -> str:
+        """What an interrupted or failed run keeps, and where."""
+        if self.out_dir is None:
+            return "nothing was written (no run directory)"
+        last = self.history[-1]["step"] if self.history else 0
+        return f"the checkpoint of step {last} and the metrics so far are kept in {self.out_dir}"
 
     # ---- evaluation -------------------------------------------------------------------------------
     def log_Z_estimate(self) -> float:
@@ -376,12 +382,14 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
+        """Train to the budget; returns the summary. Ctrl-C raises RunInterrupted and a non-finite loss or
+        policy TrainingDiverged, both after keeping the last checkpoint and the metrics so far."""
         cfg = self.cfg
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._write_json("config.json", {"task": task_spec(self.env), "config": cfg.to_dict()})
-            if self.step == 0 and not self.history:  # a fresh run replaces any earlier metrics in this directory
-                (self.out_dir / "metrics.jsonl").write_text("")
+            self._write_config()
+            (self.out_dir / run_dir.SUMMARY).unlink(missing_ok=True)  # a summary only ever belongs to its run
+            if self.step == 0 and not self.history:
+                (self.out_dir / run_dir.METRICS).write_text("")
         threads_before = torch.get_num_threads()
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -395,23 +403,15 @@ class Trainer:
             desc=cfg.method,
         )
         try:
-            if self.step == 0 and self.next_eval == 0:
-                self._record(self.evaluate())
-                self.next_eval = 1
-            while self.used < self.total:
-                t0 = time.perf_counter()
-                before = self.used
-                self.train_one_step()
-                self.wall_s += time.perf_counter() - t0
-                bar.update(min(self.used, self.total) - min(before, self.total))
-                done = self.used >= self.total
-                if done or self.used >= self._eval_threshold(self.next_eval):
-                    row = self.evaluate(final=done)
-                    shown = ("modes_found", "l1") if cfg.family == "discrete" else ("elbo", "eubo")
-                    bar.set_postfix({k: row.get(k) for k in shown}, refresh=False)
-                    while self.next_eval <= cfg.n_evals and self.used >= self._eval_threshold(self.next_eval):
-                        self.next_eval += 1
-                    self._record(row)
+            self._loop(bar)
+        except KeyboardInterrupt:
+            resume = f"; continue with 'adaptive-teacher train --resume {self.out_dir}'" if self.out_dir else ""
+            raise RunInterrupted(f"interrupted at step {self.step}; {self._kept()}{resume}") from None
+        except TrainingDiverged as e:
+            raise TrainingDiverged(
+                f"{e} at step {self.step} ({self.reward_calls} reward calls); {self._kept()}; "
+                f"try a smaller {option('lr')} or check the reward"
+            ) from None
         finally:
             bar.close()
             torch.set_num_threads(threads_before)
@@ -423,28 +423,71 @@ class Trainer:
             "n_modes": self.env.n_modes,
             "reward_calls_budget": cfg.reward_calls if cfg.iterations is None else None,
             "iterations_budget": cfg.iterations,
+            "fingerprint": self.fingerprint,
         }
         if self.out_dir is not None:
-            self._write_json("summary.json", summary)
-            if cfg.family == "diffusion":
-                from adaptive_teacher.plots import plot_diffusion_run
-
-                plot_diffusion_run(self.out_dir, self.history, self.evaluator.snapshots, self.env)
+            run_dir.write_json(self.out_dir / run_dir.SUMMARY, summary)
+            self._plot()
         return summary
+
+    def _loop(self, bar) -> None:
+        cfg = self.cfg
+        if self.step == 0 and self.next_eval == 0:
+            self._record(self.evaluate())
+            self.next_eval = 1
+        while self.used < self.total:
+            t0 = time.perf_counter()
+            before = self.used
+            self.train_one_step()
+            self.wall_s += time.perf_counter() - t0
+            bar.update(min(self.used, self.total) - min(before, self.total))
+            done = self.used >= self.total
+            if done or self.used >= self._eval_threshold(self.next_eval):
+                row = self.evaluate(final=done)
+                shown = ("modes_found", "l1") if cfg.family == "discrete" else ("elbo", "eubo")
+                bar.set_postfix({k: row.get(k) for k in shown}, refresh=False)
+                while self.next_eval <= cfg.n_evals and self.used >= self._eval_threshold(self.next_eval):
+                    self.next_eval += 1
+                self._record(row)
+
+    @property
+    def fingerprint(self) -> str:
+        return run_dir.fingerprint(task_spec(self.env), self.cfg.to_dict())
+
+    def _write_config(self) -> None:
+        assert self.out_dir is not None
+        config = {"task": task_spec(self.env), "config": self.cfg.to_dict(), "fingerprint": self.fingerprint}
+        run_dir.write_json(self.out_dir / run_dir.CONFIG, config)
+
+    def _plot(self) -> None:
+        """The run's own plots; a plotting failure is reported, never fatal (the results are written)."""
+        from adaptive_teacher import plots
+
+        assert self.out_dir is not None
+        cfg = self.cfg
+        budget = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.reward_calls} reward calls"
+        spec = task_spec(self.env)
+        task = spec["name"] + "".join(f" {k}={v}" for k, v in spec.items() if k != "name" and v is not None)
+        title = f"{task} · {cfg.method} · seed {cfg.seed} · {budget}"
+        try:
+            if cfg.family == "diffusion":
+                plots.plot_diffusion_run(self.out_dir, self.history, self.evaluator.snapshots, self.env, title=title)
+            else:
+                plots.plot_discrete_run(self.out_dir, self.history, title=title)
+        except Exception as e:  # noqa: BLE001 - plots are a convenience; the metrics are on disk
+            print(f"adaptive-teacher: warning: could not draw the plots of {self.out_dir}: {e}", file=sys.stderr)
 
     def _record(self, row: dict[str, Any]) -> None:
         self.history.append(row)
+        snapshots = getattr(self.evaluator, "snapshots", None)
+        if snapshots:
+            snapshots[-1]["step"] = self.step
         if self.out_dir is None:
             return
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.save_checkpoint(self.out_dir / CHECKPOINT)
-
-    def _write_json(self, name: str, obj: Any) -> None:
-        assert self.out_dir is not None
-        tmp = self.out_dir / (name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, self.out_dir / name)
+        with run_dir.deferred_interrupt():
+            with open(self.out_dir / run_dir.METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            run_dir.save_checkpoint(self.state_dict(), self.out_dir)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -465,6 +508,8 @@ class Trainer:
             "milestones_done": self.milestones_done,
             "mala_step_size": self.mala_step_size,
             "teacher_gate": self.teacher_gate,
+            "fingerprint": self.fingerprint,
+            "snapshots": getattr(self.evaluator, "snapshots", None),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -485,26 +530,118 @@ class Trainer:
         self.milestones_done = d.get("milestones_done", 0)
         self.mala_step_size = d.get("mala_step_size", self.mala_step_size)
         self.teacher_gate = d.get("teacher_gate", self.teacher_gate)
+        if d.get("snapshots") is not None and hasattr(self.evaluator, "snapshots"):
+            self.evaluator.snapshots = list(d["snapshots"])
 
     def save_checkpoint(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        """Write the checkpoint into ``path``'s directory (the previous one is kept beside it)."""
+        run_dir.save_checkpoint(self.state_dict(), Path(path).parent)
+
+    def restore(self, state: dict[str, Any], source: Path) -> None:
+        """Load a checkpoint's state; one that does not fit this config is a DataError naming the file."""
+        saved = state.get("fingerprint")
+        if saved is not None and saved != self.fingerprint:
+            raise DataError(
+                f"{source} belongs to another configuration than {source.parent / run_dir.CONFIG} "
+                "(fingerprints differ); restore the run's config.json or start a new run"
+            )
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise DataError(
+                f"{source} does not fit the run's configuration ({first}); was config.json edited or "
+                "replaced? restore it, or start a new run"
+            ) from None
 
     @classmethod
-    def resume(cls, out_dir: str | Path, env: TaskEnv | None = None, reward_calls: int | None = None) -> Trainer:
-        """Continue an interrupted run from its last checkpoint; metrics written after it are dropped."""
+    def resume(
+        cls,
+        out_dir: str | Path,
+        env: TaskEnv | None = None,
+        reward_calls: int | None = None,
+        iterations: int | None = None,
+    ) -> Trainer:
+        """Continue an interrupted run from its last checkpoint (metrics written after it are dropped).
+
+        ``reward_calls`` / ``iterations`` change the budget (of the kind the run was started with), e.g. to
+        extend a finished run; the run's config.json is updated to match."""
         from adaptive_teacher.tasks import make_task
 
         out = Path(out_dir)
-        if not (out / "config.json").exists() or not (out / CHECKPOINT).exists():
-            raise ConfigError(f"--resume: {out} has no config.json and {CHECKPOINT}; start the run without --resume")
-        saved = json.loads((out / "config.json").read_text())
+        if not out.is_dir() or not (out / run_dir.CONFIG).exists():
+            raise ConfigError(
+                f"{option('resume')}: {out} holds no run ({run_dir.CONFIG} missing); start the run without "
+                f"{option('resume')}"
+            )
+        saved = run_dir.read_config(out)
         cfg = TrainConfig.from_dict(saved["config"])
-        if reward_calls is not None:
-            cfg.reward_calls = reward_calls
-        trainer = cls(env if env is not None else make_task(saved["task"]), cfg, out)
-        trainer.load_state_dict(torch.load(out / CHECKPOINT, weights_only=False))
+        if env is None:
+            env = make_task(saved["task"])
+        elif task_spec(env) != saved["task"]:
+            raise ConfigError(f"{out} was trained on the task {saved['task']}, not on {task_spec(env)}")
+        trainer = cls(env, cfg, None)
+        state, source = run_dir.load_checkpoint(out, warn=_warn)
+        trainer.restore(state, source)
+        budget_changed = trainer._set_budget(reward_calls, iterations)
+        trainer.out_dir = out
         kept = [json.dumps(r) for r in trainer.history]
-        (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+        (out / run_dir.METRICS).write_text("".join(line + "\n" for line in kept))
+        if budget_changed:
+            trainer._write_config()
         return trainer
+
+    def _set_budget(self, reward_calls: int | None, iterations: int | None) -> bool:
+        """Change the budget of a resumed run; True when it changed."""
+        cfg = self.cfg
+        if reward_calls is not None and iterations is not None:
+            raise ConfigError(f"give one budget: {option('reward_calls')} or {option('iterations')}, not both")
+        if iterations is not None and cfg.iterations is None:
+            raise ConfigError(
+                f"this run's budget is in reward calls; extend it with {option('reward_calls')}, not "
+                f"{option('iterations')}"
+            )
+        if reward_calls is not None and cfg.iterations is not None:
+            raise ConfigError(
+                f"this run's budget is in iterations; extend it with {option('iterations')}, not "
+                f"{option('reward_calls')}"
+            )
+        new = reward_calls if reward_calls is not None else iterations
+        if new is None or new == self.total:
+            return False
+        if new < self.used:
+            raise ConfigError(f"the new budget {new} is below what the run has already used ({self.used})")
+        changed = replace(cfg, reward_calls=new) if reward_calls is not None else replace(cfg, iterations=new)
+        validate(changed)
+        self.cfg = changed
+        return True
+
+
+def _warn(message: str) -> None:
+    print(f"adaptive-teacher: warning: {message}", file=sys.stderr)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(env: TaskEnv, cfg: TrainConfig) -> None:
+    """Refuse a batch size whose one training step needs more memory than the machine has.
+
+    A rough upper estimate of one step: every transition of the batch is one row of network input, hidden
+    activations (kept for the backward pass) and outputs, in float32, for the Student and the Teacher."""
+    total = _physical_memory()
+    if total is None:
+        return
+    width = cfg.hidden * (cfg.layers if cfg.family == "discrete" else 4)
+    per_row = 4 * (int(getattr(env, "n_features", getattr(env, "dim", 1))) + 3 * width + 4 * 64)
+    rows = cfg.batch_size * int(getattr(env, "max_length", 1))
+    need = rows * per_row * (2 if cfg.teacher else 1)
+    if need > 0.8 * total:
+        raise ConfigError(
+            f"{option('batch_size')} {cfg.batch_size} needs about {need / 2**30:.0f} GiB for one training step "
+            f"(this machine has {total / 2**30:.0f} GiB); use a smaller {option('batch_size')}"
+        )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from adaptive_teacher.errors import RewardError
+from adaptive_teacher.errors import EnvironmentCheckError, RewardError, TrainingDiverged
 
 
 @dataclass
@@ -69,6 +69,24 @@ def concat_trajectories(parts: list[Trajectories]) -> Trajectories:
             actions.append(p.actions)
     rewards = None if any(p.log_reward is None for p in parts) else torch.cat([p.log_reward for p in parts])
     return Trajectories(torch.cat(states), torch.cat(actions), torch.cat([p.lengths for p in parts]), rewards)
+
+
+def check_batch_output(value: object, n: int, where: str, trailing: tuple[int, ...] = ()) -> Tensor:
+    """A user function's per-state output: a torch.Tensor of shape [n, *trailing] with a real dtype that
+    does not require grad. Anything else is a RewardError that says what was expected and what came back."""
+    expected = f"a torch.Tensor of shape {[n, *trailing]} (one value per state) with a float dtype"
+    if not isinstance(value, Tensor):
+        got = type(value).__name__ + (f" of shape {list(value.shape)}" if hasattr(value, "shape") else "")
+        raise RewardError(f"{where} must return {expected}; it returned a {got} (convert with torch.as_tensor)")
+    if tuple(value.shape) != (n, *trailing):
+        raise RewardError(f"{where} must return {expected}; it returned shape {list(value.shape)} for {n} states")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise RewardError(f"{where} must return {expected}; it returned dtype {value.dtype}")
+    if value.requires_grad:
+        raise RewardError(
+            f"{where} returned a tensor that requires grad; compute it under torch.no_grad() or .detach()"
+        )
+    return value
 
 
 def sample_categorical(probs: Tensor) -> Tensor:
@@ -197,7 +215,7 @@ class DiscreteEnv(ABC):
 
     def log_reward(self, x: Tensor) -> Tensor:
         """log R(x) in float64; a NaN, infinite, zero or negative reward raises RewardError naming x."""
-        r = self.reward(x).to(torch.float64)
+        r = check_batch_output(self.reward(x), len(x), f"{type(self).__name__}.reward").to(torch.float64)
         bad = ~torch.isfinite(r) | (r <= 0)
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
@@ -250,7 +268,8 @@ class DiscreteEnv(ABC):
                 if bool(done[i])
                 else "did not stop within max_length"
             )
-            raise RuntimeError(f"{type(self).__name__}: trajectory {i} {why}, at state {states[i].tolist()}")
+            message = f"{type(self).__name__}: trajectory {i} {why}, at state {states[i].tolist()}"
+            raise TrainingDiverged(message) if bool(done[i]) else EnvironmentCheckError(message)
         return Trajectories(torch.stack(all_states, 1), actions_t, (actions_t >= 0).sum(1))
 
     @torch.no_grad()

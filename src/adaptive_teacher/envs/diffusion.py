@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptive_teacher.densities import Density, check_finite
-from adaptive_teacher.envs.base import StepLogProbs, Trajectories
+from adaptive_teacher.envs.base import StepLogProbs, Trajectories, check_batch_output
 from adaptive_teacher.errors import ConfigError
 
 LOG_2PI = math.log(2 * math.pi)
@@ -65,11 +65,16 @@ class DiffusionEnv:
     # ---- rewards ----------------------------------------------------------------------------------
     def log_reward(self, x: Tensor) -> Tensor:
         """log R(x), float64 [n]; a non-finite value raises RewardError with the count of bad samples."""
-        return check_finite(self.density.log_reward(x).to(torch.float64), "log-density", x)
+        where = f"{type(self.density).__name__}.log_reward"
+        return check_finite(
+            check_batch_output(self.density.log_reward(x), len(x), where).to(torch.float64), "log-density", x
+        )
 
     def grad_log_reward(self, x: Tensor) -> Tensor:
         """∇ log R(x) in the dtype of ``x``; a non-finite entry raises RewardError (e.g. for ``grad_fn``)."""
-        return check_finite(self.density.grad_log_reward(x), "gradient of the log-density", x)
+        where = f"{type(self.density).__name__}.grad_log_reward"
+        grad = check_batch_output(self.density.grad_log_reward(x), len(x), where, (self.dim,))
+        return check_finite(grad, "gradient of the log-density", x)
 
     def with_rewards(self, traj: Trajectories) -> Trajectories:
         return replace(traj, log_reward=self.log_reward(traj.states[:, -1]))

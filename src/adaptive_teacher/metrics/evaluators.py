@@ -33,15 +33,18 @@ class DiscreteEvaluator:
 
 
 class DiffusionEvaluator:
-    """Log Z bounds of the Student; keeps 2-D projections of Student/Teacher samples for the plots."""
+    """Log Z bounds of the Student; keeps 2-D projections of Student/Teacher samples for the plots.
+
+    A target without an exact sampler gets no EUBO and no W2; one without a known log Z no Δlog Z."""
 
     keys = ("elbo", "log_Z_is", "eubo", "delta_log_Z", "delta_log_Z_is", "w2")
 
     def __init__(self, env, eval_samples: int = 2000, final_samples: int = 10_000, seed: int = 0):
         self.env = env
         self.eval_samples, self.final_samples = eval_samples, final_samples
+        self.has_sampler = bool(getattr(env.density, "has_sampler", True))
         gen = torch.Generator().manual_seed(10_000 + seed)
-        self.target = env.density.sample(eval_samples, generator=gen)
+        self.target = env.density.sample(eval_samples, generator=gen) if self.has_sampler else None
         self._final_target: torch.Tensor | None = None
         self._gen = gen
         self.n_terminal = None
@@ -51,17 +54,18 @@ class DiffusionEvaluator:
         from adaptive_teacher.metrics.bounds import log_z_bounds
 
         n = self.final_samples if final else self.eval_samples
-        if final and self._final_target is None:
+        if final and self._final_target is None and self.has_sampler:
             self._final_target = self.env.density.sample(self.final_samples, generator=self._gen)
         target = self._final_target if final else self.target
         bounds = log_z_bounds(self.env, student, n, target_samples=target)
         row: dict[str, Any] = {k: bounds.get(k) for k in ("elbo", "log_Z_is", "eubo", "delta_log_Z", "delta_log_Z_is")}
-        row["log_Z_true"] = float(self.env.density.log_Z)
+        true_log_z = self.env.density.log_Z
+        row["log_Z_true"] = None if true_log_z is None else float(true_log_z)
         row["w2"] = None
         samples = bounds.get("samples")
         if samples is None:
             samples = self.env.rollout(student, n).terminal
-        if final:
+        if final and target is not None:
             try:
                 from adaptive_teacher.metrics.bounds import wasserstein2
 
