@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         default=None,
         metavar="DIR",
-        help="continue the run in DIR from its last checkpoint (with --reward-calls/--iterations: a new budget)",
+        help="continue the run in DIR from its last checkpoint; with --reward-calls/--iterations: a new budget "
+        "(default: start a new run)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace a run that already exists in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

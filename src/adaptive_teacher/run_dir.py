@@ -51,9 +51,14 @@ NOT_FINGERPRINTED = ("progress", "threads")
 CHECKPOINT_KEYS = ("student", "opt_student", "step", "reward_calls", "history", "rng")
 
 
-def fingerprint(task: dict[str, Any], config: dict[str, Any]) -> str:
-    """sha256 (hex, 16 digits) of the task spec and the result-relevant config fields, canonical JSON."""
-    relevant = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
+BUDGET_FIELDS = ("reward_calls", "iterations")
+
+
+def fingerprint(task: dict[str, Any], config: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    """sha256 (hex, 16 digits) of the task spec and the result-relevant config fields, canonical JSON
+    (``ignore``: further fields to leave out, e.g. BUDGET_FIELDS for the identity of a run whose budget may
+    be extended on resume)."""
+    relevant = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED and k not in ignore}
     text = json.dumps({"task": task, "config": relevant}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -226,8 +231,9 @@ def _load_one(path: Path) -> dict[str, Any]:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch's are paragraphs), or its type."""
     text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
+    return text[0].split(". ")[0].rstrip(".")[:160] if text and text[0] else type(e).__name__
 
 
 def load_checkpoint(run: str | Path, warn=None) -> tuple[dict[str, Any], Path]:

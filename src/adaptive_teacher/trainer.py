@@ -454,6 +454,11 @@ class Trainer:
     def fingerprint(self) -> str:
         return run_dir.fingerprint(task_spec(self.env), self.cfg.to_dict())
 
+    @property
+    def identity(self) -> str:
+        """The fingerprint without the budget: what a checkpoint must share with the config it resumes."""
+        return run_dir.fingerprint(task_spec(self.env), self.cfg.to_dict(), ignore=run_dir.BUDGET_FIELDS)
+
     def _write_config(self) -> None:
         assert self.out_dir is not None
         config = {"task": task_spec(self.env), "config": self.cfg.to_dict(), "fingerprint": self.fingerprint}
@@ -509,6 +514,7 @@ class Trainer:
             "mala_step_size": self.mala_step_size,
             "teacher_gate": self.teacher_gate,
             "fingerprint": self.fingerprint,
+            "identity": self.identity,
             "snapshots": getattr(self.evaluator, "snapshots", None),
         }
 
@@ -539,8 +545,8 @@ class Trainer:
 
     def restore(self, state: dict[str, Any], source: Path) -> None:
         """Load a checkpoint's state; one that does not fit this config is a DataError naming the file."""
-        saved = state.get("fingerprint")
-        if saved is not None and saved != self.fingerprint:
+        saved = state.get("identity")
+        if saved is not None and saved != self.identity:
             raise DataError(
                 f"{source} belongs to another configuration than {source.parent / run_dir.CONFIG} "
                 "(fingerprints differ); restore the run's config.json or start a new run"

@@ -215,7 +215,8 @@ class DiscreteEnv(ABC):
 
     def log_reward(self, x: Tensor) -> Tensor:
         """log R(x) in float64; a NaN, infinite, zero or negative reward raises RewardError naming x."""
-        r = check_batch_output(self.reward(x), len(x), f"{type(self).__name__}.reward").to(torch.float64)
+        where = getattr(self, "reward_name", f"{type(self).__name__}.reward")
+        r = check_batch_output(self.reward(x), len(x), where).to(torch.float64)
         bad = ~torch.isfinite(r) | (r <= 0)
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])

@@ -30,6 +30,7 @@ class Hypergrid(DiscreteEnv):
             raise ConfigError(f"--height must be >= 2 (got {height})")
         self.dim, self.height, self.name = int(dim), int(height), name
         self.reward_fn = reward_fn
+        self.reward_name = "reward_fn"  # how errors about the reward's output name it
         self.n_actions = self.dim + 1
         self.n_backward_actions = self.dim
         self.max_length = self.dim * (self.height - 1) + 1
