@@ -65,9 +65,9 @@ def test_reward_formula_values():
 
 
 def test_invalid_sizes_raise_config_error():
-    with pytest.raises(ConfigError, match="--height"):
+    with pytest.raises(ConfigError, match="^height "):
         DeceptiveGrid(2, 1)
-    with pytest.raises(ConfigError, match="--dim"):
+    with pytest.raises(ConfigError, match="^dim "):
         DeceptiveGrid(0, 8)
 
 

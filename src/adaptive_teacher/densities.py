@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from adaptive_teacher.errors import ConfigError, RewardError
+from adaptive_teacher.errors import ConfigError, RewardError, option
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -49,9 +49,9 @@ def check_finite(values: Tensor, what: str = "log-density", x: Tensor | None = N
 
 def _check_dim(dim: int, even: bool = False) -> int:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise ConfigError(f"--dim must be a positive integer, got {dim!r}")
+        raise ConfigError(f"{option('dim')} must be a positive integer, got {dim!r}")
     if even and dim % 2:
-        raise ConfigError(f"--dim must be even for manywell (the coordinates come in pairs), got {dim}")
+        raise ConfigError(f"{option('dim')} must be even for manywell (the coordinates come in pairs), got {dim}")
     return dim
 
 
@@ -140,7 +140,7 @@ class GMM25(Density):
 
     def __init__(self, dim: int = 2):
         if dim != 2:
-            raise ConfigError(f"--dim must be 2 for 25gmm (the mixture is two-dimensional), got {dim!r}")
+            raise ConfigError(f"{option('dim')} must be 2 for 25gmm (the mixture is two-dimensional), got {dim!r}")
         self.dim = 2
         g = torch.tensor(self.GRID, dtype=torch.float64)
         self.means = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # [25, 2]
@@ -290,6 +290,6 @@ DENSITIES = {"25gmm": GMM25, "manywell": Manywell, "gaussian": Gaussian}
 def make_density(name: str, dim: int | None = None) -> Density:
     """The density called ``name`` (``25gmm``, ``manywell`` or ``gaussian``), at ``dim`` when given."""
     if name not in DENSITIES:
-        raise ConfigError(f"--task: unknown density {name!r}; choose one of {sorted(DENSITIES)}")
+        raise ConfigError(f"{option('task')}: unknown density {name!r}; choose one of {sorted(DENSITIES)}")
     cls = DENSITIES[name]
     return cls() if dim is None else cls(dim=dim)

@@ -46,7 +46,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from adaptive_teacher.errors import ConfigError
+from adaptive_teacher.errors import ConfigError, option
 
 ARCHS = ("pis", "at256")
 
@@ -110,13 +110,15 @@ class DiffusionPolicy(nn.Module):
     ):
         super().__init__()
         if arch not in ARCHS:
-            raise ConfigError(f"--arch must be one of {ARCHS}, got {arch!r}")
+            raise ConfigError(f"{option('arch')} must be one of {ARCHS}, got {arch!r}")
         if not isinstance(dim, int) or dim <= 0:
-            raise ConfigError(f"--dim must be a positive integer, got {dim!r}")
+            raise ConfigError(f"{option('dim')} must be a positive integer, got {dim!r}")
         if not t_scale > 0:
-            raise ConfigError(f"--t-scale (σ²) must be > 0, got {t_scale!r}")
+            raise ConfigError(f"{option('t_scale')} (σ²) must be > 0, got {t_scale!r}")
         if langevin and grad_fn is None:
-            raise ConfigError("--langevin needs the target's gradient: pass grad_fn (e.g. env.grad_log_reward)")
+            raise ConfigError(
+                f"{option('langevin')} needs the target's gradient: pass grad_fn (e.g. env.grad_log_reward)"
+            )
         self.dim, self.arch = dim, arch
         self.t_scale = float(t_scale)
         self.learn_var, self.log_var_range = learn_var, float(log_var_range)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from adaptive_teacher.envs.hypergrid import DeceptiveGrid
-from adaptive_teacher.errors import ConfigError
+from adaptive_teacher.errors import ConfigError, option
 
 TASKS = ("deceptive-grid", "gmm25", "manywell")
 DIFFUSION_TASKS = {"gmm25": "25gmm", "manywell": "manywell"}
@@ -26,10 +26,10 @@ def make_task(spec: dict[str, Any]):
 
         dim = spec.get("dim")
         if name == "gmm25" and dim not in (None, 2):
-            raise ConfigError(f"--dim: gmm25 is 2-dimensional (got {dim})")
+            raise ConfigError(f"{option('dim')}: gmm25 is 2-dimensional (got {dim})")
         density = make_density(DIFFUSION_TASKS[name], None if dim is None else int(dim))
         return DiffusionEnv(density, int(given("n_steps", 100)), spec.get("t_scale"))
-    raise ConfigError(f"--task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    raise ConfigError(f"{option('task')}: unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
 def task_family(env) -> str:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from adaptive_teacher.densities import Density, check_finite
 from adaptive_teacher.envs.base import StepLogProbs, Trajectories, check_batch_output
-from adaptive_teacher.errors import ConfigError
+from adaptive_teacher.errors import ConfigError, option
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -50,10 +50,14 @@ class DiffusionEnv:
 
     def __init__(self, density: Density, n_steps: int = 100, t_scale: float | None = None):
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ConfigError(f"--n-steps (the number of diffusion steps) must be an integer >= 1, got {n_steps!r}")
+            raise ConfigError(
+                f"{option('n_steps')} (the number of diffusion steps) must be an integer >= 1, got {n_steps!r}"
+            )
         sigma2 = density.t_scale if t_scale is None else t_scale
         if not (isinstance(sigma2, int | float) and math.isfinite(sigma2) and sigma2 > 0):
-            raise ConfigError(f"--t-scale (σ², the reference variance per unit time) must be > 0, got {sigma2!r}")
+            raise ConfigError(
+                f"{option('t_scale')} (σ², the reference variance per unit time) must be > 0, got {sigma2!r}"
+            )
         self.density = density
         self.name = density.name
         self.dim = density.dim

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from adaptive_teacher.envs.base import DiscreteEnv
-from adaptive_teacher.errors import ConfigError
+from adaptive_teacher.errors import ConfigError, option
 
 RewardFn = Callable[[Tensor], Tensor]
 
@@ -25,9 +25,9 @@ class Hypergrid(DiscreteEnv):
 
     def __init__(self, dim: int, height: int, reward_fn: RewardFn, name: str = "hypergrid"):
         if int(dim) < 1:
-            raise ConfigError(f"--dim must be >= 1 (got {dim})")
+            raise ConfigError(f"{option('dim')} must be >= 1 (got {dim})")
         if int(height) < 2:
-            raise ConfigError(f"--height must be >= 2 (got {height})")
+            raise ConfigError(f"{option('height')} must be >= 2 (got {height})")
         self.dim, self.height, self.name = int(dim), int(height), name
         self.reward_fn = reward_fn
         self.reward_name = "reward_fn"  # how errors about the reward's output name it
