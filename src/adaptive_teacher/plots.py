@@ -1,89 +1,273 @@
-"""Plots: a metric against reward calls, mean ± std over seeds, one line per method."""
+"""Plots: a metric against the budget over seeds (compare), and the per-run figures the trainer writes.
+
+Every figure says what it shows in its title (task, budget, seeds), keeps its legend off the curves, and
+survives metrics rows with missing keys or None values (a task without modes, a target without exact log Z
+or exact samples).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from adaptive_teacher.run_dir import read_metrics
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+__all__ = ["mean_band", "plot_diffusion_run", "plot_discrete_run", "plot_metric_vs_reward_calls", "read_metrics"]
+
+X_LABELS = {"reward_calls": "reward calls", "step": "iterations"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _value(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) else np.nan
+
+
+def mean_band(
+    ys: np.ndarray, low: float | None = None, high: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (axis 0) and the band mean ± 1 std (sample std; no width for one seed), the band
+    clipped to the feasible range [low, high] (e.g. modes in [0, n_modes])."""
+    ys = np.atleast_2d(np.asarray(ys, dtype=float))
+    mean = ys.mean(0)
+    std = ys.std(0, ddof=1) if len(ys) > 1 else np.zeros_like(mean)
+    lower, upper = mean - std, mean + std
+    if low is not None:
+        lower, upper = np.maximum(lower, low), np.maximum(upper, low)
+    if high is not None:
+        lower, upper = np.minimum(lower, high), np.minimum(upper, high)
+    return mean, lower, upper
+
+
+def _curve(rows: list[dict], x: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    pts = [(_value(r.get(x)), _value(r.get(key))) for r in rows]
+    pts = [(a, b) for a, b in pts if np.isfinite(a) and np.isfinite(b)]
+    if not pts:
+        return None
+    xs, ys = np.array(pts).T
+    order = np.argsort(xs, kind="stable")
+    return xs[order], ys[order]
+
+
+# Legends go below the axes (never over the curves); savefig(bbox_inches="tight") keeps them in the file.
+_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "frameon": False, "fontsize": 8}
+
+
+def _legend_below(ax) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(**_BELOW, ncol=min(4, len(handles)))
 
 
 def plot_metric_vs_reward_calls(
-    root: Path, methods: list[str], seeds: list[int], key: str, path: Path, title: str = ""
+    root: Path,
+    methods: list[str],
+    seeds: list[int] | dict[str, list[int]],
+    key: str,
+    path: Path,
+    title: str = "",
+    *,
+    x: str = "reward_calls",
+    low: float | None = None,
+    high: float | None = None,
+    reference: float | None = None,
+    reference_label: str | None = None,
+    ylabel: str | None = None,
 ) -> None:
-    import matplotlib
+    """``key`` against ``x`` (``reward_calls``, or ``step`` for budgets in iterations) for the runs in
+    ``root/<method>/seed<S>``: the mean over seeds per method and a band of ±1 std clipped to [low, high].
+    ``seeds`` may map each method to the seeds to draw (the runs that finished). ``reference`` draws a
+    dashed horizontal line (the number of modes, the true log Z)."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    per_method = seeds if isinstance(seeds, dict) else {m: list(seeds) for m in methods}
+    data = {}
     for m in methods:
-        curves = [read_metrics(root / m / f"seed{s}") for s in seeds]
-        curves = [c for c in curves if c]
+        curves = [_curve(read_metrics(Path(root) / m / f"seed{s}"), x, key) for s in per_method.get(m, [])]
+        data[m] = [c for c in curves if c is not None]
+    counts = [len(c) for c in data.values() if c]
+    n = max(counts, default=0)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (m, curves) in enumerate(data.items()):
         if not curves:
             continue
-        grid = np.linspace(0, max(c[-1]["reward_calls"] for c in curves), 100)
-        ys = np.array([np.interp(grid, [r["reward_calls"] for r in c], [r[key] or 0 for r in c]) for c in curves])
-        mean, std = ys.mean(0), ys.std(0)
-        ax.plot(grid, mean, label=m)
-        ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("reward calls")
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(title)
+        grid = np.linspace(min(c[0][0] for c in curves), max(c[0][-1] for c in curves), 200)
+        ys = np.array([np.interp(grid, cx, cy) for cx, cy in curves])
+        mean, lower, upper = mean_band(ys, low, high)
+        label = m if len(curves) == n else f"{m} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        (line,) = ax.plot(grid, mean, color=f"C{i % 10}", label=label)
+        if len(curves) > 1:
+            ax.fill_between(grid, lower, upper, color=line.get_color(), alpha=0.2, lw=0)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label or f"{reference:g}")
+    handles, labels = ax.get_legend_handles_labels()
+    if n > 1:
+        what = f"shaded: ±1 std over {n} seeds" + ("" if len(set(counts)) == 1 else " (or fewer)")
+        if low is not None or high is not None:
+            what += f", clipped to [{'−∞' if low is None else f'{low:g}'}, {'∞' if high is None else f'{high:g}'}]"
+        handles.append(Patch(color="gray", alpha=0.3, lw=0))
+        labels.append(what)
+    elif n == 1:
+        handles.append(Patch(color="none"))
+        labels.append("1 seed: no band")
+    if handles:
+        ax.legend(handles, labels, **_BELOW, ncol=min(3, len(handles)))
+    if not counts:
+        ax.text(0.5, 0.5, f"no run has {key} values", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(X_LABELS.get(x, x.replace("_", " ")))
+    ax.set_ylabel(ylabel or key.replace("_", " "))
+    if low is not None and high is not None:
+        ax.set_ylim(low, high + 0.05 * (high - low))
+    elif low is not None:
+        ax.set_ylim(bottom=low)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def plot_diffusion_run(out: Path, history: list[dict], snapshots: list[dict], env) -> None:
-    """samples.png: Student (top) and Teacher (bottom) samples over training on the target's density
-    (first two coordinates); metrics.png: ELBO, importance-weighted log Ẑ and EUBO against iterations."""
-    import matplotlib
+def plot_discrete_run(out_dir: Path, history: list[dict], title: str) -> None:
+    """modes.png of one discrete run: modes found (when the task has modes) and the exact L1 to the target
+    (when it could be computed) against reward calls, one panel each."""
+    plt = _pyplot()
+    n_modes = next((r["n_modes"] for r in history if r.get("n_modes") is not None), None)
+    panels = []
+    modes = _curve(history, "reward_calls", "modes_found")
+    if modes is not None and n_modes is not None:
+        panels.append(("modes", modes))
+    l1 = _curve(history, "reward_calls", "l1")
+    if l1 is not None:
+        panels.append(("l1", l1))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.0 * max(1, len(panels)), 3.8), squeeze=False)
+    for ax, (kind, (xs, ys)) in zip(axes[0], panels, strict=False):
+        if kind == "modes":
+            ax.plot(xs, ys, marker=".", color="C0", label="modes found")
+            ax.axhline(n_modes, color="k", ls="--", lw=1, label=f"all {n_modes} modes")
+            ax.set_ylim(0, n_modes * 1.05 + 0.5)
+            ax.set_ylabel("modes found")
+            ax.set_title(f"Modes found (of {n_modes})", fontsize=10)
+            ax.legend(**{**_BELOW, "bbox_to_anchor": (0.5, -0.18)}, ncol=2)
+        else:
+            ax.plot(xs, ys, marker=".", color="C1")
+            ax.set_ylim(0, float(ys.max()) * 1.08 if ys.max() > 0 else 1.0)
+            ax.set_ylabel("L1 (Σ over terminal states)")
+            ax.set_title("L1 distance to the target (lower is better)", fontsize=10)
+        ax.set_xlabel("reward calls")
+        ax.grid(alpha=0.3)
+    if not panels:
+        axes[0, 0].text(
+            0.5,
+            0.5,
+            "nothing to plot: this task has no known modes and no exact L1",
+            ha="center",
+            va="center",
+            transform=axes[0, 0].transAxes,
+        )
+        axes[0, 0].set_axis_off()
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "modes.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _xy(points: Any) -> np.ndarray:
+    """Samples as an [n, 2] float array (the first two coordinates; a 1-D target gets y = 0)."""
+    if hasattr(points, "detach"):
+        points = points.detach().cpu().numpy()
+    arr = np.asarray(points, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.shape[1] == 1:
+        arr = np.concatenate([arr, np.zeros_like(arr)], axis=1)
+    return arr[:, :2]
+
+
+def plot_diffusion_run(out: Path, history: list[dict], snapshots: list[dict], env, title: str = "") -> None:
+    """samples.png: Student (top) and Teacher (bottom) samples over training on exact target samples (when
+    the target has an exact sampler; first two coordinates); metrics.png: ELBO, importance-weighted log Ẑ and
+    EUBO against iterations, with the true log Z when it is known."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    out = Path(out)
+    colors = {"student": "C0", "teacher": "C3"}
     if snapshots:
         picks = sorted({0, len(snapshots) // 3, (2 * len(snapshots)) // 3, len(snapshots) - 1})
-        rows = 2 if any("teacher" in snapshots[i] for i in picks) else 1
-        fig, axes = plt.subplots(rows, len(picks), figsize=(3 * len(picks), 3 * rows), squeeze=False)
-        target = env.density.sample(2000)[:, :2].numpy()
-        lim = float(np.abs(target).max()) * 1.3
+        whos = ["student"] + (["teacher"] if any(snapshots[i].get("teacher") is not None for i in picks) else [])
+        fig, axes = plt.subplots(len(whos), len(picks), figsize=(3 * len(picks), 3 * len(whos) + 0.8), squeeze=False)
+        target = None
+        if getattr(env.density, "has_sampler", True):
+            target = _xy(env.density.sample(2000))
+        if target is not None and len(target):
+            lim = float(np.abs(target).max()) * 1.3
+        else:
+            drawn = [_xy(snapshots[i][w]) for i in picks for w in whos if snapshots[i].get(w) is not None]
+            pts = np.concatenate(drawn) if drawn else np.zeros((1, 2))
+            pts = pts[np.isfinite(pts).all(1)]
+            lim = float(np.percentile(np.abs(pts), 99.5)) * 1.3 if len(pts) else 1.0
+        lim = lim if np.isfinite(lim) and lim > 0 else 1.0
         for j, i in enumerate(picks):
-            for r, who in enumerate(("student", "teacher")[:rows]):
+            snap = snapshots[i]
+            step = snap.get("step")
+            if step is None:  # snapshots written before they carried their step
+                step = history[min(i, len(history) - 1)].get("step", i) if history else i
+            for r, who in enumerate(whos):
                 ax = axes[r, j]
-                ax.scatter(target[:, 0], target[:, 1], s=2, c="lightgray", label="target")
-                pts = snapshots[i].get(who)
-                if pts is not None:
-                    pts = pts.numpy()
-                    ax.scatter(pts[:, 0], pts[:, 1], s=2, c="C0" if who == "student" else "C3", label=who)
+                if target is not None:
+                    ax.scatter(target[:, 0], target[:, 1], s=2, c="lightgray", rasterized=True)
+                if snap.get(who) is not None:
+                    pts = _xy(snap[who])
+                    ax.scatter(pts[:, 0], pts[:, 1], s=2, c=colors[who], rasterized=True)
                 ax.set_xlim(-lim, lim)
                 ax.set_ylim(-lim, lim)
-                ax.set_title(f"{who}, step {history[min(i, len(history) - 1)]['step']}", fontsize=9)
+                ax.set_title(f"{who.capitalize()}, step {step}", fontsize=9)
                 ax.set_xticks([])
                 ax.set_yticks([])
+
+        def dot(color: str, label: str) -> Line2D:
+            return Line2D([], [], ls="", marker="o", ms=5, color=color, label=label)
+
+        handles = ([dot("lightgray", "target (exact samples)")] if target is not None else []) + [
+            dot(colors[w], f"{w.capitalize()} samples") for w in whos
+        ]
+        suptitle = "Samples over training (first two coordinates)"
+        if target is None:
+            suptitle += "; the target has no exact sampler, so no target samples"
+        fig.suptitle(f"{title}\n{suptitle}" if title else suptitle, fontsize=10)
         fig.tight_layout()
-        fig.savefig(out / "samples.png", dpi=110)
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), frameon=False)
+        fig.savefig(out / "samples.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [r["step"] for r in history]
-    for key in ("elbo", "log_Z_is", "eubo"):
-        vals = [r.get(key) for r in history]
-        if any(v is not None for v in vals):
-            ax.plot(steps, [np.nan if v is None else v for v in vals], label=key)
-    if history and history[0].get("log_Z_true") is not None:
-        ax.axhline(history[0]["log_Z_true"], color="k", ls="--", lw=1, label="log Z")
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    steps = [_value(r.get("step", i)) for i, r in enumerate(history)]
+    labels = {"elbo": "ELBO (lower bound)", "log_Z_is": "IS log Ẑ", "eubo": "EUBO (upper bound)"}
+    for key, label in labels.items():
+        vals = [_value(r.get(key)) for r in history]
+        if any(np.isfinite(v) for v in vals):
+            ax.plot(steps, vals, marker=".", label=label)
+    log_Z = next((r["log_Z_true"] for r in history if r.get("log_Z_true") is not None), None)
+    if log_Z is not None:
+        ax.axhline(log_Z, color="k", ls="--", lw=1, label=f"true log Z = {log_Z:.3f}")
+    if not history:
+        ax.text(0.5, 0.5, "no evaluations yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("iteration")
     ax.set_ylabel("nats")
-    ax.legend()
+    what = "Estimates of log Z" + ("" if log_Z is not None else " (the true log Z is unknown)")
+    ax.set_title(f"{title}\n{what}" if title else what, fontsize=10)
+    _legend_below(ax)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "metrics.png", dpi=110)
+    fig.savefig(out / "metrics.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
