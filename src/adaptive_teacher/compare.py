@@ -32,6 +32,7 @@ from typing import Any
 
 from adaptive_teacher.config import TrainConfig, resolve_config, validate
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, RunInterrupted, RunsFailed, option
+from adaptive_teacher.families import family_of_task
 from adaptive_teacher.run_dir import (
     CHECKPOINT,
     CONFIG,
@@ -45,22 +46,6 @@ from adaptive_teacher.run_dir import (
     read_summary,
 )
 
-# (metric key, column title) per task family
-COLUMNS = {
-    "discrete": [
-        ("modes_found", "modes found"),
-        ("l1", "L1 (Σ)"),
-        ("l1_mean", "L1 (mean)"),
-        ("log_Z_error", "abs(log Z error)"),
-    ],
-    "diffusion": [
-        ("delta_log_Z", "Δlog Z (ELBO)"),
-        ("delta_log_Z_is", "Δlog Z^RW"),
-        ("eubo", "EUBO"),
-        ("w2", "W2"),
-        ("elbo", "ELBO"),
-    ],
-}
 # Columns of every family: (summary key, results.csv name, column title). ``wall_s`` is the time spent in
 # training steps (evaluations excluded), hence "train s".
 BUDGET_COLUMNS = [
@@ -80,9 +65,7 @@ Log = Callable[[str], None]
 
 
 def _family(task: dict[str, Any]) -> str:
-    from adaptive_teacher.tasks import DIFFUSION_TASKS
-
-    return "diffusion" if task.get("name") in DIFFUSION_TASKS else "discrete"
+    return family_of_task(task).name
 
 
 def _stderr(line: str) -> None:
@@ -435,8 +418,7 @@ def format_table(
 ) -> str:
     """The markdown table of results.md: one line per method, cells mean ± std over the seeds that
     finished (a value alone with one seed). ``rows`` are the results.csv rows (method, seed, metrics)."""
-    family = _family(task)
-    columns = [(k, k, t) for k, t in COLUMNS[family]] + BUDGET_COLUMNS
+    columns = [(k, k, t) for k, t in family_of_task(task).columns] + BUDGET_COLUMNS
     header = f"Task {json.dumps(task)}: {budget} per run, {_seed_text(seeds)}. "
     if len(seeds) > 1:
         header += "Each cell is the mean ± std (sample standard deviation) over the seeds; "
@@ -476,8 +458,8 @@ def _task_label(task: dict[str, Any]) -> str:
 def _write_results(
     task: dict[str, Any], methods: list[str], seeds: list[int], done: list[_Run], out: Path, cfg: TrainConfig
 ) -> str:
-    family = _family(task)
-    keys = [k for k, _ in COLUMNS[family]]
+    family = family_of_task(task)
+    keys = [k for k, _ in family.columns]
     rows = []
     for r in done:
         assert r.summary is not None
@@ -502,7 +484,7 @@ def _write_results(
     finished = {m: [r.seed for r in done if r.method == m] for m in methods}
     context = f"{_task_label(task)}, {budget} per run, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     x = "step" if cfg.iterations is not None else "reward_calls"
-    if family == "discrete":
+    if family.summary_metric == "modes_found":
         plot_metric_vs_reward_calls(
             out,
             methods,

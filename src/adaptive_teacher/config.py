@@ -1,8 +1,8 @@
 """Training configuration, method presets and validation.
 
 A method name is a preset of composable options; any option given explicitly overrides the preset.
-Resolution order: TrainConfig defaults < task-family defaults < method preset (family-specific where the
-families differ) < options given explicitly.
+Resolution order: TrainConfig defaults < task-family defaults < the family's method preset < options given
+explicitly. The family defaults and presets live in families.py.
 
 Discrete defaults follow the official grid code of Kim et al. (ICLR 2025): batch 16, Adam lr 1e-3, log Z
 lr 0.1, gradient clipping 1.0, ε-exploration 0.01, RND scale 0.01, C = 19, α = 0, local search 4 iterations
@@ -19,67 +19,19 @@ from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
 from adaptive_teacher.errors import ConfigError, option
+from adaptive_teacher.families import REGISTRY, get_family
 
 BUFFER_PRIORITIES = ("none", "reward", "teacher_reward")
 
-FAMILIES = ("discrete", "diffusion")
-
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "discrete": {},
-    "diffusion": {
-        "batch_size": 300,
-        "alpha": 0.5,
-        "teacher_half_square": True,
-        "teacher_lr_scale": 5.0,
-        "teacher_gate_quantile": 0.9,
-        "teacher_into_buffer": True,
-        "teacher_clip_grad_norm": 0.1,
-        "lr_milestones": (0.4, 0.8),
-        "clip_grad_norm": 0.0,
-        "hidden": 64,
-        "n_evals": 10,
-        "buffer_size": 50_000,
-        "eps_decay": True,
-        "ls_every": 50,
-        "ls_iterations": 200,
-    },
-}
-
-# Method presets whose meaning is the same in every family but whose numbers differ.
-FAMILY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "discrete": {},
-    "diffusion": {
-        "tb-eps": {"eps": 0.2},
-        "tb-per-ls": {"buffer": "teacher_reward", "local_search": True},
-        "teacher": {"teacher": True, "buffer": "teacher_reward"},
-        "teacher-ls": {"teacher": True, "buffer": "teacher_reward", "local_search": True},
-        "vargrad": {"objective": "vargrad"},
-    },
-}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "tb": {},
-    "tb-eps": {"eps": 0.01},
-    "gafn": {"gafn": True},
-    "tb-prt": {"buffer": "reward"},
-    "tb-per": {"buffer": "teacher_reward"},
-    "tb-ls": {"local_search": True},
-    "teacher": {"teacher": True},
-    "teacher-prt": {"teacher": True, "buffer": "reward"},
-    "teacher-per": {"teacher": True, "buffer": "teacher_reward"},
-    "teacher-ls": {"teacher": True, "local_search": True},
-    "db": {"objective": "db"},
-    "teacher-db": {"teacher": True, "objective": "db"},
-}
-
-OBJECTIVES = {"discrete": ("tb", "db"), "diffusion": ("tb", "vargrad")}
+FAMILIES = tuple(REGISTRY)
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {name: f.defaults for name, f in REGISTRY.items()}
+PRESETS: dict[str, dict[str, Any]] = REGISTRY["discrete"].presets  # the discrete methods (the largest list)
+OBJECTIVES = {name: f.objectives for name, f in REGISTRY.items()}
 
 
 def methods_for(family: str) -> list[str]:
-    """Method names available for a task family."""
-    if family == "diffusion":
-        return ["tb", "tb-eps", "tb-per", "tb-per-ls", "teacher", "teacher-ls", "vargrad"]
-    return list(PRESETS)
+    """Method names available for a task family (the keys of its presets)."""
+    return get_family(family).methods
 
 
 def _opt(
@@ -174,8 +126,6 @@ def family_default(name: str, family: str) -> Any:
 
 def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> TrainConfig:
     """Family defaults, then preset ``method``, then explicit overrides (``None`` means 'not given')."""
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown task family {family!r}; choose one of {', '.join(FAMILIES)}")
     available = methods_for(family)
     if method not in available:
         raise ConfigError(f"{option('method')}: unknown method {method!r}; choose one of {', '.join(available)}")
@@ -189,8 +139,8 @@ def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> T
             f"give one budget: {option('reward_calls')} or {option('iterations')}, not both "
             f"(got {given['reward_calls']} reward calls and {given['iterations']} iterations)"
         )
-    preset = FAMILY_PRESETS[family].get(method, PRESETS.get(method, {}))
-    return replace(TrainConfig(method=method, family=family), **{**FAMILY_DEFAULTS[family], **preset, **given})
+    fam = get_family(family)
+    return replace(TrainConfig(method=method, family=family), **{**fam.defaults, **fam.presets[method], **given})
 
 
 def _check_types(cfg: TrainConfig) -> None:
@@ -242,8 +192,7 @@ MAX_SEED = 2**63 - 1
 def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
     """Raise ConfigError naming the first impossible option (in the caller's vocabulary, see errors.option)."""
     o = option
-    if cfg.family not in FAMILIES:
-        raise ConfigError(f"unknown task family {cfg.family!r}; choose one of {', '.join(FAMILIES)}")
+    objectives = get_family(cfg.family).objectives
     methods = methods_for(cfg.family)
     if cfg.method not in methods:
         raise ConfigError(f"{o('method')}: unknown method {cfg.method!r}; choose one of {', '.join(methods)}")
@@ -260,9 +209,8 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
             f"(one step would spend it); lower {o('batch_size')} or raise {o('reward_calls')}",
         ),
         (
-            cfg.objective in OBJECTIVES[cfg.family],
-            f"{o('objective')} must be one of {', '.join(OBJECTIVES[cfg.family])} for {cfg.family} tasks "
-            f"(got {cfg.objective!r})",
+            cfg.objective in objectives,
+            f"{o('objective')} must be one of {', '.join(objectives)} for {cfg.family} tasks (got {cfg.objective!r})",
         ),
         (
             cfg.buffer in BUFFER_PRIORITIES,

@@ -56,17 +56,7 @@ class DiscretePolicy(nn.Module):
 
 
 def make_policy(env, cfg) -> nn.Module:
-    """The policy a task family trains: an MLP over state features, or a diffusion drift network."""
-    if getattr(env, "family", "discrete") == "diffusion":
-        from adaptive_teacher.diffusion_policies import DiffusionPolicy
+    """The policy the environment's task family trains (see families.py)."""
+    from adaptive_teacher.families import family_of
 
-        return DiffusionPolicy(env.dim, t_scale=env.t_scale, arch=cfg.arch, hidden=cfg.hidden, learn_var=cfg.learn_var)
-    return DiscretePolicy(
-        env.n_features,
-        env.n_actions,
-        env.n_backward_actions,
-        cfg.hidden,
-        cfg.layers,
-        learn_pb=cfg.learn_pb,
-        flow_head=cfg.objective == "db",
-    )
+    return family_of(env).make_policy(env, cfg)

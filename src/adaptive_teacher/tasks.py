@@ -33,7 +33,10 @@ def make_task(spec: dict[str, Any]):
 
 
 def task_family(env) -> str:
-    return getattr(env, "family", "discrete")
+    """The name of the task family ``env`` declares (an environment that declares none is an error)."""
+    from adaptive_teacher.families import family_of
+
+    return family_of(env).name
 
 
 def task_spec(env) -> dict[str, Any]:

@@ -32,10 +32,9 @@ from adaptive_teacher.config import TrainConfig, validate
 from adaptive_teacher.envs import TaskEnv
 from adaptive_teacher.envs.base import Trajectories
 from adaptive_teacher.errors import ConfigError, DataError, RunInterrupted, TrainingDiverged, option
+from adaptive_teacher.families import family_of, get_family
 from adaptive_teacher.metrics import ModeTracker
-from adaptive_teacher.metrics.evaluators import make_evaluator
 from adaptive_teacher.objectives import detailed_balance, trajectory_balance, vargrad
-from adaptive_teacher.policies import make_policy
 from adaptive_teacher.sources import (
     RandomNetworkDistillation,
     ReplayBuffer,
@@ -63,7 +62,7 @@ def build_schedule(cfg: TrainConfig) -> list[str]:
     else:
         base = ["student", "replay"] if cfg.buffer != "none" else ["student"]
     cycle = (base * 16)[:16]
-    if cfg.local_search and cfg.family == "discrete":
+    if cfg.local_search and get_family(cfg.family).local_search == "back_and_forth":
         explorer = "teacher" if cfg.teacher else "student"
         for i in (14, 15):
             if cycle[i] == explorer:
@@ -91,22 +90,24 @@ class Trainer:
 
     def __init__(self, env: TaskEnv, config: TrainConfig, out_dir: str | Path | None = None, overwrite: bool = False):
         self.env, self.cfg = env, config
-        family = getattr(env, "family", "discrete")
-        if config.family != family:
-            raise ConfigError(f"the config is for {config.family} tasks but the task {task_spec(env)} is {family}")
+        self.family = family_of(env)
+        if config.family != self.family.name:
+            raise ConfigError(
+                f"the config is for {config.family} tasks but the task {task_spec(env)} is {self.family.name}"
+            )
         validate(config)
-        self.evaluator = make_evaluator(env, config)
+        self.evaluator = self.family.make_evaluator(env, config)
         n_term = self.evaluator.n_terminal or getattr(env, "n_terminal_states", None)
         validate(config, n_term)
         _check_memory(env, config)
         self.out_dir = run_dir.prepare_out_dir(out_dir, overwrite) if out_dir is not None else None
         torch.manual_seed(config.seed)
 
-        self.student = make_policy(env, config)
+        self.student = self.family.make_policy(env, config)
         self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale) if config.gafn else None
         extra = list(self.rnd.predictor.parameters()) if self.rnd is not None else None
         self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra)
-        self.teacher = make_policy(env, config) if config.teacher else None
+        self.teacher = self.family.make_policy(env, config) if config.teacher else None
         teacher_lr = config.teacher_lr or config.lr * config.teacher_lr_scale
         self.opt_teacher = (
             _make_optimizer(self.teacher, teacher_lr, config.lr_log_z) if self.teacher is not None else None
@@ -328,7 +329,7 @@ class Trainer:
         """One iteration of the schedule: (MALA on the buffer when due,) the scheduled batch, both updates,
         the lr schedule, and the running losses reported at the next evaluation."""
         cfg = self.cfg
-        if cfg.family == "diffusion" and cfg.local_search and cfg.ls_every > 0:
+        if self.family.local_search == "mala" and cfg.local_search and cfg.ls_every > 0:
             if self.step % cfg.ls_every == 0 and self.buffer is not None and len(self.buffer) > 0:
                 self._mala_to_buffer()
         traj, is_new = self.next_batch(self.schedule[self.step % len(self.schedule)])
@@ -444,8 +445,7 @@ class Trainer:
             done = self.used >= self.total
             if done or self.used >= self._eval_threshold(self.next_eval):
                 row = self.evaluate(final=done)
-                shown = ("modes_found", "l1") if cfg.family == "discrete" else ("elbo", "eubo")
-                bar.set_postfix({k: row.get(k) for k in shown}, refresh=False)
+                bar.set_postfix({k: row.get(k) for k in self.family.progress_keys}, refresh=False)
                 while self.next_eval <= cfg.n_evals and self.used >= self._eval_threshold(self.next_eval):
                     self.next_eval += 1
                 self._record(row)
@@ -466,8 +466,6 @@ class Trainer:
 
     def _plot(self) -> None:
         """The run's own plots; a plotting failure is reported, never fatal (the results are written)."""
-        from adaptive_teacher import plots
-
         assert self.out_dir is not None
         cfg = self.cfg
         budget = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.reward_calls} reward calls"
@@ -475,10 +473,7 @@ class Trainer:
         task = spec["name"] + "".join(f" {k}={v}" for k, v in spec.items() if k != "name" and v is not None)
         title = f"{task} · {cfg.method} · seed {cfg.seed} · {budget}"
         try:
-            if cfg.family == "diffusion":
-                plots.plot_diffusion_run(self.out_dir, self.history, self.evaluator.snapshots, self.env, title=title)
-            else:
-                plots.plot_discrete_run(self.out_dir, self.history, title=title)
+            self.family.plot_run(self.out_dir, self.history, self.evaluator, self.env, title)
         except Exception as e:  # noqa: BLE001 - plots are a convenience; the metrics are on disk
             print(f"adaptive-teacher: warning: could not draw the plots of {self.out_dir}: {e}", file=sys.stderr)
 
@@ -642,7 +637,7 @@ def _check_memory(env: TaskEnv, cfg: TrainConfig) -> None:
     total = _physical_memory()
     if total is None:
         return
-    width = cfg.hidden * (cfg.layers if cfg.family == "discrete" else 4)
+    width = cfg.hidden * 4  # at most four hidden layers in the policies of both families
     per_row = 4 * (int(getattr(env, "n_features", getattr(env, "dim", 1))) + 3 * width + 4 * 64)
     rows = cfg.batch_size * int(getattr(env, "max_length", 1))
     need = rows * per_row * (2 if cfg.teacher else 1)

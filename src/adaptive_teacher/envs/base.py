@@ -117,6 +117,7 @@ class DiscreteEnv(ABC):
     max_length: int  # the most transitions (stop included) any trajectory can take
     n_features: int
     state_dtype: torch.dtype = torch.long
+    family = "discrete"  # the task family (families.py): defaults, methods, evaluator, plots
 
     # ---- to be provided by a subclass -------------------------------------------------------------
     @abstractmethod

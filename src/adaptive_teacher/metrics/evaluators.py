@@ -81,6 +81,7 @@ class DiffusionEvaluator:
 
 
 def make_evaluator(env, cfg) -> DiscreteEvaluator | DiffusionEvaluator:
-    if getattr(env, "family", "discrete") == "diffusion":
-        return DiffusionEvaluator(env, cfg.eval_samples, cfg.final_eval_samples, cfg.seed)
-    return DiscreteEvaluator(env)
+    """The evaluator of the environment's task family (see families.py)."""
+    from adaptive_teacher.families import family_of
+
+    return family_of(env).make_evaluator(env, cfg)

@@ -1,0 +1,202 @@
+"""Task families as objects: what differs between the grid-like DAG tasks and the diffusion samplers.
+
+A family bundles its config defaults (over TrainConfig's), its method presets (the list of methods is
+derived from them), the objectives it supports, its local-search machinery, the policy and evaluator
+factories, the result-table columns, the progress-bar fields and the end-of-run plots. Environments declare
+their family by name (``family = "discrete"`` on DiscreteEnv, ``"diffusion"`` on DiffusionEnv); an object
+that declares none is refused with a message that says what to add.
+
+Discrete defaults follow the official grid code of Kim et al. (ICLR 2025); diffusion defaults follow their
+diffusion code and Sendera et al. (2024) (see config.py and docs/diffusion.md for every constant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptive_teacher.errors import ConfigError, EnvironmentCheckError
+
+
+def _discrete_policy(env, cfg):
+    from adaptive_teacher.policies import DiscretePolicy
+
+    return DiscretePolicy(
+        env.n_features,
+        env.n_actions,
+        env.n_backward_actions,
+        cfg.hidden,
+        cfg.layers,
+        learn_pb=cfg.learn_pb,
+        flow_head=cfg.objective == "db",
+    )
+
+
+def _diffusion_policy(env, cfg):
+    from adaptive_teacher.diffusion_policies import DiffusionPolicy
+
+    return DiffusionPolicy(env.dim, t_scale=env.t_scale, arch=cfg.arch, hidden=cfg.hidden, learn_var=cfg.learn_var)
+
+
+def _discrete_evaluator(env, cfg):
+    from adaptive_teacher.metrics.evaluators import DiscreteEvaluator
+
+    return DiscreteEvaluator(env)
+
+
+def _diffusion_evaluator(env, cfg):
+    from adaptive_teacher.metrics.evaluators import DiffusionEvaluator
+
+    return DiffusionEvaluator(env, cfg.eval_samples, cfg.final_eval_samples, cfg.seed)
+
+
+def _discrete_plots(out: Path, history: list[dict], evaluator, env, title: str) -> None:
+    from adaptive_teacher.plots import plot_discrete_run
+
+    plot_discrete_run(out, history, title=title)
+
+
+def _diffusion_plots(out: Path, history: list[dict], evaluator, env, title: str) -> None:
+    from adaptive_teacher.plots import plot_diffusion_run
+
+    plot_diffusion_run(out, history, evaluator.snapshots, env, title=title)
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """Everything the library does differently for one kind of task (see the module docstring)."""
+
+    name: str
+    defaults: dict[str, Any]  # config values over TrainConfig's defaults
+    presets: dict[str, dict[str, Any]]  # method name -> the options it sets; the methods of this family
+    objectives: tuple[str, ...]
+    local_search: str  # "back_and_forth" (refines a scheduled batch) or "mala" (feeds the replay buffer)
+    make_policy: Callable[[Any, Any], Any]
+    make_evaluator: Callable[[Any, Any], Any]
+    plot_run: Callable[[Path, list[dict], Any, Any, str], None]
+    columns: list[tuple[str, str]]  # (metric key, title) of the results table
+    progress_keys: tuple[str, ...]  # metrics shown beside the progress bar
+    summary_metric: str  # the metric compare plots against the budget
+    tasks: tuple[str, ...] = field(default=())  # built-in task names of this family
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.presets)
+
+
+DISCRETE = TaskFamily(
+    name="discrete",
+    defaults={},
+    presets={
+        "tb": {},
+        "tb-eps": {"eps": 0.01},
+        "gafn": {"gafn": True},
+        "tb-prt": {"buffer": "reward"},
+        "tb-per": {"buffer": "teacher_reward"},
+        "tb-ls": {"local_search": True},
+        "teacher": {"teacher": True},
+        "teacher-prt": {"teacher": True, "buffer": "reward"},
+        "teacher-per": {"teacher": True, "buffer": "teacher_reward"},
+        "teacher-ls": {"teacher": True, "local_search": True},
+        "db": {"objective": "db"},
+        "teacher-db": {"teacher": True, "objective": "db"},
+    },
+    objectives=("tb", "db"),
+    local_search="back_and_forth",
+    make_policy=_discrete_policy,
+    make_evaluator=_discrete_evaluator,
+    plot_run=_discrete_plots,
+    columns=[
+        ("modes_found", "modes found"),
+        ("l1", "L1 (Σ)"),
+        ("l1_mean", "L1 (mean)"),
+        ("log_Z_error", "abs(log Z error)"),
+    ],
+    progress_keys=("modes_found", "l1"),
+    summary_metric="modes_found",
+    tasks=("deceptive-grid",),
+)
+
+DIFFUSION = TaskFamily(
+    name="diffusion",
+    defaults={
+        "batch_size": 300,
+        "alpha": 0.5,
+        "teacher_half_square": True,
+        "teacher_lr_scale": 5.0,
+        "teacher_gate_quantile": 0.9,
+        "teacher_into_buffer": True,
+        "teacher_clip_grad_norm": 0.1,
+        "lr_milestones": (0.4, 0.8),
+        "clip_grad_norm": 0.0,
+        "hidden": 64,
+        "n_evals": 10,
+        "buffer_size": 50_000,
+        "eps_decay": True,
+        "ls_every": 50,
+        "ls_iterations": 200,
+    },
+    presets={
+        "tb": {},
+        "tb-eps": {"eps": 0.2},
+        "tb-per": {"buffer": "teacher_reward"},
+        "tb-per-ls": {"buffer": "teacher_reward", "local_search": True},
+        "teacher": {"teacher": True, "buffer": "teacher_reward"},
+        "teacher-ls": {"teacher": True, "buffer": "teacher_reward", "local_search": True},
+        "vargrad": {"objective": "vargrad"},
+    },
+    objectives=("tb", "vargrad"),
+    local_search="mala",
+    make_policy=_diffusion_policy,
+    make_evaluator=_diffusion_evaluator,
+    plot_run=_diffusion_plots,
+    columns=[
+        ("delta_log_Z", "Δlog Z (ELBO)"),
+        ("delta_log_Z_is", "Δlog Z^RW"),
+        ("eubo", "EUBO"),
+        ("w2", "W2"),
+        ("elbo", "ELBO"),
+    ],
+    progress_keys=("elbo", "eubo"),
+    summary_metric="eubo",
+    tasks=("gmm25", "manywell"),
+)
+
+REGISTRY: dict[str, TaskFamily] = {f.name: f for f in (DISCRETE, DIFFUSION)}
+
+
+def register(family: TaskFamily) -> TaskFamily:
+    """Add a task family (its name must be new)."""
+    if family.name in REGISTRY:
+        raise ConfigError(f"a task family named {family.name!r} is already registered")
+    REGISTRY[family.name] = family
+    return family
+
+
+def get_family(name: str) -> TaskFamily:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown task family {name!r}; choose one of {', '.join(REGISTRY)}") from None
+
+
+def family_of(env: Any) -> TaskFamily:
+    """The family an environment declares; an environment that declares none is an error saying what to add."""
+    name = getattr(env, "family", None)
+    if name is None:
+        raise EnvironmentCheckError(
+            f"{type(env).__name__} does not declare its task family: subclass adaptive_teacher.DiscreteEnv "
+            "(family 'discrete') or wrap a Density in DiffusionEnv ('diffusion'), or set the class attribute "
+            f"family to one of {', '.join(repr(n) for n in REGISTRY)}"
+        )
+    return get_family(name)
+
+
+def family_of_task(task: dict[str, Any]) -> TaskFamily:
+    """The family of a built-in task spec ``{"name": ..., ...}``."""
+    for family in REGISTRY.values():
+        if task.get("name") in family.tasks:
+            return family
+    raise ConfigError(f"{task.get('name')!r} is not a built-in task; pass the environment itself")
