@@ -4,6 +4,8 @@ from adaptive_teacher.api import Sampler, TrainResult, load, train
 from adaptive_teacher.config import PRESETS, TrainConfig, resolve_config
 from adaptive_teacher.densities import Density
 from adaptive_teacher.envs import DeceptiveGrid, DiffusionEnv, DiscreteEnv, Hypergrid, Trajectories
+from adaptive_teacher.envs.bitstring import BitString
+from adaptive_teacher.envs.check import check_env
 from adaptive_teacher.errors import (
     AdaptiveTeacherError,
     ConfigError,
@@ -29,6 +31,8 @@ __all__ = [
     "Density",
     "Hypergrid",
     "DeceptiveGrid",
+    "BitString",
+    "check_env",
     "Trajectories",
     "AdaptiveTeacherError",
     "ConfigError",

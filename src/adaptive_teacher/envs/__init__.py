@@ -1,6 +1,8 @@
 """Environments: batched tensor states, transitions, backward policies and rewards."""
 
 from adaptive_teacher.envs.base import DiscreteEnv, Trajectories
+from adaptive_teacher.envs.bitstring import BitString
+from adaptive_teacher.envs.check import check_env
 from adaptive_teacher.envs.diffusion import DiffusionEnv
 from adaptive_teacher.envs.hypergrid import DeceptiveGrid, Hypergrid, deceptive_grid_reward
 
@@ -14,4 +16,6 @@ __all__ = [
     "Hypergrid",
     "DeceptiveGrid",
     "deceptive_grid_reward",
+    "BitString",
+    "check_env",
 ]
