@@ -141,8 +141,13 @@ def _start_compare(out: Path, seeds: str, log: Path) -> subprocess.Popen:
     args = ["compare", "--dim", "2", "--height", "8", "--methods", "tb", "--seeds", seeds, "--jobs", "2"]
     args += ["--reward-calls", "5000000", "--n-evals", "2000", "--hidden", "32", "--out", str(out)]
     with open(log, "w") as err:
+        # A background job of a non-interactive shell (CI) inherits SIGINT as ignored, and then Python installs
+        # no KeyboardInterrupt handler: restore the default so the test's SIGINT means what Ctrl-C means.
         return subprocess.Popen(
-            [sys.executable, "-m", "adaptive_teacher.cli", *args], stdout=subprocess.DEVNULL, stderr=err
+            [sys.executable, "-m", "adaptive_teacher.cli", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
