@@ -15,7 +15,7 @@ loss, Adam lr 1e-3 and log Z lr 1e-1, no gradient clipping. Runners, all in one 
   the training loop differs: forward Euler-Maruyama rollout under no_grad storing the states, one batched
   network pass over all B*T transitions for the Gaussian log P_F and the Brownian-bridge log P_B (float32),
   TB loss with a learned log Z, one Adam step. The target log-density is ``Manywell.log_reward``.
-* ``library tb`` / ``library teacher``: ``Trainer.next_batch`` + ``Trainer.train_step`` exactly as
+* ``library tb`` / ``library teacher``: ``Trainer.train_one_step`` (the scheduled batch, both updates) exactly as
   ``Trainer.train`` drives them (the schedule, ``step`` counter, lr milestones, loss bookkeeping), with the
   evaluation excluded. The budget is set to 10^6 iterations so the milestones / exploration decay never act.
 

@@ -8,7 +8,7 @@ For every grid (d=2, H=64 and d=4, H=16) and batch size 16 it times, in one proc
 rounds (so that a noisy machine slows every runner alike; the ratios are medians of per-round ratios):
 
 * ``library tb`` / ``library teacher``: the library's ``Trainer`` driven exactly as ``Trainer.train``
-  drives it (``next_batch`` + ``train_step``), evaluation excluded;
+  drives it (``train_one_step``), evaluation excluded;
 * ``bare tb``: the ~60-line plain-torch TB loop below (the reference);
 * ``torchgfn tb``: torchgfn's HyperGrid TB example set-up (KHot input, uniform P_B, on-policy log-probs
   saved during sampling) with torchgfn's own deceptive reward, only when ``import gfn`` works.

@@ -11,6 +11,7 @@ from adaptive_teacher.cli import main as cli_main
 from adaptive_teacher.config import PRESETS, resolve_config
 from adaptive_teacher.envs import DeceptiveGrid, Hypergrid
 from adaptive_teacher.errors import ConfigError, RewardError, TrainingDiverged
+from adaptive_teacher.sources.schedule import ScheduledStep
 from adaptive_teacher.trainer import Trainer, build_schedule
 
 SMALL = {"hidden": 32, "n_evals": 2, "progress": False}
@@ -34,12 +35,15 @@ def test_every_method_trains_and_reports(method, tmp_path):
 
 
 def test_schedules_follow_the_paper_grid_code():
-    assert build_schedule(resolve_config("teacher"))[:4] == ["student", "student", "teacher", "teacher"]
-    assert build_schedule(resolve_config("teacher-per"))[:4] == ["student", "replay", "teacher", "replay"]
-    assert build_schedule(resolve_config("tb-prt"))[:2] == ["student", "replay"]
-    ls = build_schedule(resolve_config("tb-ls"))
+    def schedule(method):
+        return [str(step) for step in build_schedule(resolve_config(method))]
+
+    assert schedule("teacher")[:4] == ["student", "student", "teacher", "teacher"]
+    assert schedule("teacher-per")[:4] == ["student", "replay", "teacher", "replay"]
+    assert schedule("tb-prt")[:2] == ["student", "replay"]
+    ls = schedule("tb-ls")
     assert ls.count("student+ls") == 2 and len(ls) == 16
-    assert build_schedule(resolve_config("teacher-ls")).count("teacher+ls") == 2
+    assert schedule("teacher-ls").count("teacher+ls") == 2
 
 
 def test_budget_counts_reward_calls_not_replays():
@@ -74,11 +78,11 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def crashing(self, traj, is_new):
+    def crashing(self, batch):
         calls["n"] += 1
         if calls["n"] == 45:
             raise KeyboardInterrupt
-        return original(self, traj, is_new)
+        return original(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", crashing)
     with pytest.raises(KeyboardInterrupt):
@@ -256,7 +260,8 @@ def test_teacher_learns_from_the_students_pre_update_residual(monkeypatch):
 
     env = DeceptiveGrid(2, 6)
     tr = Trainer(env, resolve_config("teacher", reward_calls=64, hidden=16, progress=False))
-    traj, is_new = tr.next_batch("student")
+    batch = tr.next_batch(ScheduledStep("student"))
+    traj = batch.traj
     before = copy.deepcopy(tr.student)
     seen = {}
     original = Trainer._objective
@@ -267,7 +272,7 @@ def test_teacher_learns_from_the_students_pre_update_residual(monkeypatch):
         return original(self, model, batch, log_reward)
 
     monkeypatch.setattr(Trainer, "_objective", spy)
-    tr.train_step(traj, is_new)
+    tr.train_step(batch)
     lp = env.log_probs(before, traj)
     delta = traj.log_reward + lp.log_pb.sum(1).double() - before.log_Z.double() - lp.log_pf.sum(1).double()
     expected = teacher_log_reward(delta, traj.log_reward, C=19.0, alpha=0.0, eps=1e-3)

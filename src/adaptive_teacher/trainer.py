@@ -35,39 +35,18 @@ from adaptive_teacher.errors import ConfigError, DataError, RunInterrupted, Trai
 from adaptive_teacher.families import family_of, get_family
 from adaptive_teacher.metrics import ModeTracker
 from adaptive_teacher.objectives import detailed_balance, trajectory_balance, vargrad
-from adaptive_teacher.sources import (
-    RandomNetworkDistillation,
-    ReplayBuffer,
-    back_and_forth,
-    teacher_log_reward,
-)
+from adaptive_teacher.sources import RandomNetworkDistillation, ReplayBuffer, batches, schedule, teacher_log_reward
+from adaptive_teacher.sources.schedule import Batch, ScheduledStep
 from adaptive_teacher.tasks import task_spec
 
 CHECKPOINT = run_dir.CHECKPOINT
 
 
-def build_schedule(cfg: TrainConfig) -> list[str]:
-    """The cyclic list of sources, as in the paper's grid code.
-
-    Teacher: Student, Student, Teacher, Teacher (no buffer) or Student, replay, Teacher, replay (buffer).
-    TB: Student (no buffer) or Student, replay. Local search refines the exploring source's batch on the
-    last two steps of every 16 (so 1/8 of the Student batches for TB, 1/4 of the Teacher batches).
-    Diffusion Teacher (the paper's diffusion code): Student, Teacher samples → buffer then replay, Student,
-    replay; the Student never trains on the Teacher's trajectories directly.
-    """
-    if cfg.teacher and cfg.teacher_into_buffer:
-        return ["student", "teacher>replay", "student", "replay"]
-    if cfg.teacher:
-        base = ["student", "replay", "teacher", "replay"] if cfg.buffer != "none" else ["student"] * 2 + ["teacher"] * 2
-    else:
-        base = ["student", "replay"] if cfg.buffer != "none" else ["student"]
-    cycle = (base * 16)[:16]
-    if cfg.local_search and get_family(cfg.family).local_search == "back_and_forth":
-        explorer = "teacher" if cfg.teacher else "student"
-        for i in (14, 15):
-            if cycle[i] == explorer:
-                cycle[i] = explorer + "+ls"
-    return cycle
+def build_schedule(cfg: TrainConfig) -> list[ScheduledStep]:
+    """The cyclic schedule of a config (sources/schedule.py); back-and-forth local search is a refinement of
+    scheduled batches in families whose local search works that way, MALA runs beside the schedule."""
+    back_and_forth = cfg.local_search and get_family(cfg.family).local_search == "back_and_forth"
+    return schedule.build_schedule(cfg.teacher, cfg.buffer != "none", back_and_forth, cfg.teacher_into_buffer)
 
 
 def _make_optimizer(model: nn.Module, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
@@ -117,9 +96,9 @@ class Trainer:
             capacity = config.buffer_size or max(1, int(0.1 * (n_term or 10_000 * config.batch_size)))
             self.buffer = ReplayBuffer(capacity, tuple(env.initial_states(1).shape[1:]), env.state_dtype)
         self.modes = ModeTracker(env)
+        self.counter = batches.RewardCounter(env, self.modes)
         self.schedule = build_schedule(config)
         self.step = 0
-        self.reward_calls = 0
         self.wall_s = 0.0
         self.next_eval = 0
         self.milestones_done = 0
@@ -131,7 +110,7 @@ class Trainer:
         if config.teacher_gate_quantile is not None and (config.teacher or config.buffer != "none"):
             # The Teacher and the buffer ignore samples whose log R is below this quantile under the initial
             # Student (the paper's diffusion code).
-            first = self._rewarded(env.rollout(self.student, config.batch_size))
+            first = batches.on_policy(self.counter, self.student, config.batch_size)
             self.teacher_gate = float(torch.quantile(first.log_reward, config.teacher_gate_quantile))
 
     # ---- batches ----------------------------------------------------------------------------------
@@ -148,11 +127,13 @@ class Trainer:
     def used(self) -> int:
         return self.step if self.cfg.iterations is not None else self.reward_calls
 
-    def _rewarded(self, traj: Trajectories) -> Trajectories:
-        traj = self.env.with_rewards(traj)
-        self.reward_calls += traj.batch_size
-        self.modes.update(traj.terminal)
-        return traj
+    @property
+    def reward_calls(self) -> int:
+        return self.counter.calls
+
+    @reward_calls.setter
+    def reward_calls(self, value: int) -> None:
+        self.counter.calls = value
 
     def student_delta(self, traj: Trajectories) -> torch.Tensor:
         with torch.no_grad():
@@ -171,76 +152,40 @@ class Trainer:
             return self.cfg.eps * max(0.0, 1.0 - self.progress / 0.5)
         return self.cfg.eps
 
-    def _replay(self) -> Trajectories:
-        assert self.buffer is not None
-        x, log_r = self.buffer.sample(self.cfg.batch_size)
-        traj = self.env.backward_rollout(x, self.student if self.cfg.learn_pb else None)
-        traj.log_reward = log_r
-        return traj
+    @property
+    def backward_model(self) -> nn.Module | None:
+        """The model whose learned P_B samples backward trajectories (None: the environment's uniform P_B)."""
+        return self.student if self.cfg.learn_pb else None
 
-    def _teacher_to_buffer(self) -> None:
-        """Diffusion: Teacher samples above the gate enter the buffer with priority log R_T."""
-        assert self.teacher is not None and self.buffer is not None
-        traj = self._rewarded(self.env.rollout(self.teacher, self.cfg.batch_size))
-        keep = traj.log_reward > self.teacher_gate
-        if bool(keep.any()):
-            traj = traj.select(keep.nonzero().squeeze(1))
-            x = traj.terminal
-            self.buffer.add(x, self.env.state_key(x), self.teacher_reward(traj), traj.log_reward)
-
-    def _mala_to_buffer(self) -> None:
-        """MALA local search on a buffer batch; accepted post-burn-in samples join the buffer."""
-        from adaptive_teacher.sources.mala import mala
-
-        assert self.buffer is not None
-        cfg = self.cfg
-        x0, _ = self.buffer.sample(cfg.batch_size)
-        samples, self.mala_step_size, _ = mala(  # through the env: a non-finite energy or gradient is an error
-            self.env.log_reward,
-            self.env.grad_log_reward,
-            x0,
-            n_steps=cfg.ls_iterations,
-            burn_in=cfg.ls_iterations // 2,
-            step_size=self.mala_step_size,
-        )
-        self.reward_calls += cfg.batch_size * cfg.ls_iterations
-        if len(samples):
-            samples = samples.to(x0.dtype)
-            log_r = self.env.log_reward(samples)
-            traj = self.env.backward_rollout(samples, self.student if cfg.learn_pb else None)
-            traj.log_reward = log_r
-            self.buffer.add(samples, self.env.state_key(samples), self.teacher_reward(traj), log_r)
-
-    def next_batch(self, source: str) -> tuple[Trajectories, bool]:
-        """A batch from ``source``; the flag says whether its terminal states are new (not replayed)."""
-        env, cfg, bs = self.env, self.cfg, self.cfg.batch_size
-        if source == "teacher>replay":
-            self._teacher_to_buffer()
-            source = "replay"
+    def next_batch(self, step: ScheduledStep) -> Batch:
+        """The batch of one scheduled step (replay falls back to the Student while the buffer is empty)."""
+        cfg, bs = self.cfg, self.cfg.batch_size
+        if step.teacher_feeds_buffer:
+            assert self.teacher is not None and self.buffer is not None
+            batches.teacher_into_buffer(
+                self.counter, self.teacher, self.buffer, bs, self.teacher_gate, self.teacher_reward
+            )
+        source = step.source
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
-            return self._replay(), False
+            return Batch(batches.replayed(self.env, self.buffer, bs, self.backward_model), "replay")
         if source == "replay":
             source = "student"
-        name, _, ls = source.partition("+")
-        model = self.teacher if name == "teacher" else self.student
+        model = self.teacher if source == "teacher" else self.student
         assert model is not None
-        traj = self._rewarded(env.rollout(model, bs, eps=self.exploration(name)))
-        if ls:
-            score = self.teacher_reward if name == "teacher" else (lambda t: t.log_reward)
-            traj, proposals = back_and_forth(
-                env,
+        traj = batches.on_policy(self.counter, model, bs, self.exploration(source))
+        if step.local_search:
+            score = self.teacher_reward if source == "teacher" else (lambda t: t.log_reward)
+            traj = batches.refined(
+                self.counter,
                 model,
                 traj,
                 score,
                 cfg.ls_iterations,
                 cfg.ls_back_ratio,
                 cfg.ls_accept,
-                self.student if cfg.learn_pb else None,
+                self.backward_model,
             )
-            for p in proposals:
-                self.reward_calls += p.batch_size
-                self.modes.update(p.terminal)
-        return traj, True
+        return Batch(traj, source)
 
     # ---- one optimisation step --------------------------------------------------------------------
     def _objective(self, model: nn.Module, traj: Trajectories, log_reward: torch.Tensor):
@@ -254,18 +199,6 @@ class Trainer:
                 model.log_Z.fill_(float((target + lp.log_pb.sum(1) - lp.log_pf.sum(1)).mean()))
             return loss, delta
         return trajectory_balance(lp, model.log_Z, target)
-
-    def _gafn_log_reward(self, traj: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented log-reward log(R(x) + Σ_t r(s_t)) over the visited states s_1..x, and the RND loss."""
-        assert self.rnd is not None
-        t = torch.arange(traj.states.shape[1])[None, :]
-        visited = (t >= 1) & (t <= traj.lengths[:, None] - 1)
-        feats = self.env.features(traj.states[visited])
-        err = self.rnd.error(feats)
-        intrinsic = torch.zeros(visited.shape, dtype=torch.float64)
-        intrinsic[visited] = self.rnd.scale * err.detach().to(torch.float64)
-        augmented = torch.logaddexp(traj.log_reward, intrinsic.sum(1).log())
-        return augmented, err.mean()
 
     def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
         opt.zero_grad(set_to_none=True)
@@ -285,21 +218,21 @@ class Trainer:
                     group["lr"] *= 0.1
             self.milestones_done += 1
 
-    def train_step(self, traj: Trajectories, is_new: bool) -> StepResult:
-        """Student step on the batch, then the Teacher's on the same batch with R_T from the pre-update δ."""
-        cfg = self.cfg
+    def train_step(self, batch: Batch) -> StepResult:
+        """Student step on the batch, then the Teacher's on the same batch with R_T from the pre-update δ;
+        then the buffer takes the batch's new x (priority log R or log R_T)."""
+        cfg, traj = self.cfg, batch.traj
         assert traj.log_reward is not None
-        log_r = traj.log_reward
-        rnd_loss = None
+        log_r, rnd_loss = traj.log_reward, None
         if self.rnd is not None:
-            log_r, rnd_loss = self._gafn_log_reward(traj)
+            log_r, rnd_loss = self.rnd.augmented_log_reward(self.env, traj)
         loss, delta = self._objective(self.student, traj, log_r)
         total = loss if rnd_loss is None else loss + rnd_loss
         if not torch.isfinite(total):
             raise TrainingDiverged(f"the Student loss became {total.item()}")
-        log_rt = None
-        if self.teacher is not None or cfg.buffer == "teacher_reward":
-            log_rt = self.teacher_reward(traj, delta)
+        log_rt = (
+            self.teacher_reward(traj, delta) if self.teacher is not None or cfg.buffer == "teacher_reward" else None
+        )
         self._clip_step(self.opt_student, total, cfg.clip_grad_norm)
         teacher_loss = math.nan
         gate = traj.log_reward > self.teacher_gate
@@ -313,17 +246,21 @@ class Trainer:
             self._clip_step(self.opt_teacher, t_loss, clip)
             teacher_loss = t_loss.item()
         if self.buffer is not None:
-            priority = log_rt if cfg.buffer == "teacher_reward" else traj.log_reward
-            assert priority is not None
-            keys = self.env.state_key(traj.terminal)
-            teacher_fills = cfg.teacher and cfg.teacher_into_buffer and len(self.buffer) > 0
-            if is_new and not teacher_fills and (len(self.buffer) == 0 or bool(gate.any())):
-                # The first batch seeds the buffer ungated (as in the paper's diffusion code).
-                rows = gate.nonzero().squeeze(1) if len(self.buffer) > 0 else torch.arange(traj.batch_size)
-                self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
-            elif not is_new and cfg.buffer == "teacher_reward":
-                self.buffer.update_priority(keys, priority)
+            self._update_buffer(batch, log_rt if cfg.buffer == "teacher_reward" else traj.log_reward, gate)
         return StepResult(loss.item(), teacher_loss)
+
+    def _update_buffer(self, batch: Batch, priority: torch.Tensor | None, gate: torch.Tensor) -> None:
+        """New x enter the buffer above the gate (the first batch ungated, as in the paper's diffusion code;
+        none when the Teacher fills the buffer); replayed x get their priority refreshed (PER)."""
+        assert self.buffer is not None and priority is not None
+        cfg, traj = self.cfg, batch.traj
+        keys = self.env.state_key(traj.terminal)
+        teacher_fills = cfg.teacher and cfg.teacher_into_buffer and len(self.buffer) > 0
+        if batch.fresh and not teacher_fills and (len(self.buffer) == 0 or bool(gate.any())):
+            rows = gate.nonzero().squeeze(1) if len(self.buffer) > 0 else torch.arange(traj.batch_size)
+            self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
+        elif not batch.fresh and cfg.buffer == "teacher_reward":
+            self.buffer.update_priority(keys, priority)
 
     def train_one_step(self) -> tuple[Trajectories, StepResult]:
         """One iteration of the schedule: (MALA on the buffer when due,) the scheduled batch, both updates,
@@ -331,15 +268,23 @@ class Trainer:
         cfg = self.cfg
         if self.family.local_search == "mala" and cfg.local_search and cfg.ls_every > 0:
             if self.step % cfg.ls_every == 0 and self.buffer is not None and len(self.buffer) > 0:
-                self._mala_to_buffer()
-        traj, is_new = self.next_batch(self.schedule[self.step % len(self.schedule)])
-        result = self.train_step(traj, is_new)
+                self.mala_step_size = batches.mala_into_buffer(
+                    self.counter,
+                    self.buffer,
+                    cfg.batch_size,
+                    cfg.ls_iterations,
+                    self.mala_step_size,
+                    self.teacher_reward,
+                    self.backward_model,
+                )
+        batch = self.next_batch(self.schedule[self.step % len(self.schedule)])
+        result = self.train_step(batch)
         self.step += 1
         self._apply_lr_milestones()
         self._losses.append(result.loss)
         if not math.isnan(result.teacher_loss):
             self._teacher_losses.append(result.teacher_loss)
-        return traj, result
+        return batch.traj, result
 
     def _kept(self) -> str:
         """What an interrupted or failed run keeps, and where."""

@@ -25,3 +25,13 @@ class RandomNetworkDistillation(nn.Module):
     def intrinsic_reward(self, features: Tensor) -> Tensor:
         with torch.no_grad():
             return self.scale * self.error(features)
+
+    def augmented_log_reward(self, env, traj) -> tuple[Tensor, Tensor]:
+        """GAFN's augmented log-reward log(R(x) + Σ_t r(s_t)) over the visited states s_1..x of each
+        trajectory (intrinsic rewards detached), and the RND loss (mean prediction error) to train f̂."""
+        t = torch.arange(traj.states.shape[1])[None, :]
+        visited = (t >= 1) & (t <= traj.lengths[:, None] - 1)
+        err = self.error(env.features(traj.states[visited]))
+        intrinsic = torch.zeros(visited.shape, dtype=torch.float64)
+        intrinsic[visited] = self.scale * err.detach().to(torch.float64)
+        return torch.logaddexp(traj.log_reward, intrinsic.sum(1).log()), err.mean()

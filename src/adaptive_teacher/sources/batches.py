@@ -1,0 +1,125 @@
+"""Batch sources: on-policy samples (Student ±ε, Teacher), replayed x with fresh P_B trajectories,
+back-and-forth local search on a batch, and what feeds the replay buffer (Teacher samples above a gate,
+MALA local search on buffer samples).
+
+Every terminal state whose reward is computed counts one reward call (``RewardCounter``); replayed states
+do not (their log-rewards are stored in the buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from adaptive_teacher.envs.base import Trajectories
+from adaptive_teacher.metrics import ModeTracker
+from adaptive_teacher.sources.buffer import ReplayBuffer
+from adaptive_teacher.sources.local_search import back_and_forth
+
+ScoreFn = Callable[[Trajectories], Tensor]
+
+
+class RewardCounter:
+    """Computes rewards for new samples, counts the reward calls and records the modes they find."""
+
+    def __init__(self, env, modes: ModeTracker):
+        self.env, self.modes = env, modes
+        self.calls = 0
+
+    def rewarded(self, traj: Trajectories) -> Trajectories:
+        traj = self.env.with_rewards(traj)
+        self.calls += traj.batch_size
+        self.modes.update(traj.terminal)
+        return traj
+
+    def proposals(self, batches: list[Trajectories]) -> None:
+        """Proposals whose rewards were computed elsewhere (local search): counted, modes recorded."""
+        for p in batches:
+            self.calls += p.batch_size
+            self.modes.update(p.terminal)
+
+
+def on_policy(counter: RewardCounter, model: nn.Module, n: int, eps: float = 0.0) -> Trajectories:
+    """n rewarded trajectories of ``model`` (ε-uniform mixed in with ``eps``)."""
+    return counter.rewarded(counter.env.rollout(model, n, eps=eps))
+
+
+def replayed(env, buffer: ReplayBuffer, n: int, backward_model: nn.Module | None = None) -> Trajectories:
+    """n x from the buffer (rank-prioritised), each with a fresh P_B trajectory and its stored log-reward."""
+    x, log_r = buffer.sample(n)
+    traj = env.backward_rollout(x, backward_model)
+    traj.log_reward = log_r
+    return traj
+
+
+def refined(
+    counter: RewardCounter,
+    model: nn.Module,
+    traj: Trajectories,
+    score: ScoreFn,
+    iterations: int,
+    back_ratio: float,
+    accept: str,
+    backward_model: nn.Module | None = None,
+) -> Trajectories:
+    """Back-and-forth local search on ``traj``; every proposal costs a reward call."""
+    traj, proposals = back_and_forth(counter.env, model, traj, score, iterations, back_ratio, accept, backward_model)
+    counter.proposals(proposals)
+    return traj
+
+
+def teacher_into_buffer(
+    counter: RewardCounter,
+    teacher: nn.Module,
+    buffer: ReplayBuffer,
+    n: int,
+    gate: float,
+    teacher_reward: ScoreFn,
+) -> None:
+    """The diffusion Teacher's samples above the gate (log R > ``gate``) enter the buffer with priority log R_T."""
+    traj = on_policy(counter, teacher, n)
+    keep = traj.log_reward > gate
+    if bool(keep.any()):
+        traj = traj.select(keep.nonzero().squeeze(1))
+        x = traj.terminal
+        buffer.add(x, counter.env.state_key(x), teacher_reward(traj), traj.log_reward)
+
+
+def mala_into_buffer(
+    counter: RewardCounter,
+    buffer: ReplayBuffer,
+    n: int,
+    n_steps: int,
+    step_size: float,
+    teacher_reward: ScoreFn,
+    backward_model: nn.Module | None = None,
+) -> float:
+    """MALA local search from n buffer samples (Sendera et al., 2024); the proposals accepted after burn-in
+    join the buffer. Every MALA step of every chain costs a reward call. Returns the adapted step size."""
+    from adaptive_teacher.sources.mala import mala
+
+    env = counter.env
+    x0, _ = buffer.sample(n)
+    # Through the env: a non-finite energy or gradient is an error, not a silently rejected proposal.
+    samples, step_size, _ = mala(
+        env.log_reward, env.grad_log_reward, x0, n_steps=n_steps, burn_in=n_steps // 2, step_size=step_size
+    )
+    counter.calls += n * n_steps
+    if len(samples):
+        samples = samples.to(x0.dtype)
+        log_r = env.log_reward(samples)
+        traj = env.backward_rollout(samples, backward_model)
+        traj.log_reward = log_r
+        buffer.add(samples, env.state_key(samples), teacher_reward(traj), log_r)
+    return step_size
+
+
+__all__ = [
+    "RewardCounter",
+    "on_policy",
+    "replayed",
+    "refined",
+    "teacher_into_buffer",
+    "mala_into_buffer",
+]

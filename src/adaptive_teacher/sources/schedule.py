@@ -1,0 +1,70 @@
+"""The training schedule as typed steps, and the batch that records where it came from.
+
+The schedule is cyclic, as in the paper's grid code (Kim et al., ICLR 2025): Teacher methods alternate
+Student, Student, Teacher, Teacher (no buffer) or Student, replay, Teacher, replay (with a buffer); TB runs
+Student (no buffer) or Student, replay. Back-and-forth local search refines the exploring source's batch on
+the last two steps of every 16 (1/8 of the Student batches for TB, 1/4 of the Teacher batches). The
+diffusion Teacher (the paper's diffusion code) runs Student, [Teacher samples → buffer] replay, Student,
+replay: the Student never trains on the Teacher's trajectories directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from adaptive_teacher.envs.base import Trajectories
+
+Source = Literal["student", "teacher", "replay"]
+
+
+@dataclass(frozen=True)
+class ScheduledStep:
+    """One step: the batch's ``source``; ``local_search``: refine it by back-and-forth local search;
+    ``teacher_feeds_buffer``: first put a Teacher batch into the replay buffer."""
+
+    source: Source
+    local_search: bool = False
+    teacher_feeds_buffer: bool = False
+
+    def __str__(self) -> str:
+        text = ("teacher>" if self.teacher_feeds_buffer else "") + self.source
+        return text + ("+ls" if self.local_search else "")
+
+
+@dataclass
+class Batch:
+    """A batch of rewarded trajectories and the source that made it (``"replay"`` for replayed x)."""
+
+    traj: Trajectories
+    source: Source
+
+    @property
+    def fresh(self) -> bool:
+        """Whether its terminal states were newly sampled (and rewarded) rather than replayed."""
+        return self.source != "replay"
+
+
+def build_schedule(
+    teacher: bool, buffer: bool, local_search: bool, teacher_into_buffer: bool = False
+) -> list[ScheduledStep]:
+    """The cyclic schedule (see the module docstring); ``local_search`` is back-and-forth on a batch."""
+    if teacher and teacher_into_buffer:
+        return [
+            ScheduledStep("student"),
+            ScheduledStep("replay", teacher_feeds_buffer=True),
+            ScheduledStep("student"),
+            ScheduledStep("replay"),
+        ]
+    names: list[Source]
+    if teacher:
+        names = ["student", "replay", "teacher", "replay"] if buffer else ["student", "student", "teacher", "teacher"]
+    else:
+        names = ["student", "replay"] if buffer else ["student"]
+    cycle = [ScheduledStep(n) for n in (names * 16)[:16]]
+    if local_search:
+        explorer = "teacher" if teacher else "student"
+        for i in (14, 15):
+            if cycle[i].source == explorer:
+                cycle[i] = ScheduledStep(explorer, local_search=True)
+    return cycle
