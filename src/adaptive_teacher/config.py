@@ -59,6 +59,9 @@ class TrainConfig:
     buffer: str = _opt(
         "none", "replay buffer priority: reward (PRT) or teacher_reward (PER)", choices=BUFFER_PRIORITIES
     )
+    per_refresh: bool = _opt(
+        False, "PER: refresh a replayed x's priority after training on it (the official code keeps its first one)"
+    )
     buffer_size: int | None = _opt(None, "replay buffer capacity (discrete default: 10% of the terminal states)")
     local_search: bool = _opt(False, "local search: back-and-forth (discrete, LS-GFN) or MALA (diffusion)")
     ls_iterations: int = _opt(4, "local-search iterations (MALA steps for diffusion)")

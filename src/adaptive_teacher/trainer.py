@@ -102,7 +102,7 @@ class Trainer:
         self.wall_s = 0.0
         self.next_eval = 0
         self.milestones_done = 0
-        self.mala_step_size = 0.01
+        self.mala_step_size = batches.MALA_STEP_SIZE  # the last local search's final step size (reported)
         self.teacher_gate = -math.inf
         self._losses: list[float] = []
         self._teacher_losses: list[float] = []
@@ -139,11 +139,23 @@ class Trainer:
         with torch.no_grad():
             return self._objective(self.student, traj, traj.log_reward)[1]
 
-    def teacher_reward(self, traj: Trajectories, delta: torch.Tensor | None = None) -> torch.Tensor:
-        """log R_T of each trajectory's x from the Student's residual (computed here when not given)."""
+    def teacher_reward(
+        self, traj: Trajectories, delta: torch.Tensor | None = None, alpha: float | None = None
+    ) -> torch.Tensor:
+        """log R_T of each trajectory's x from the Student's residual (computed here when not given), with the
+        config's α unless ``alpha`` is given."""
         c = self.cfg
         delta = self.student_delta(traj) if delta is None else delta
-        return teacher_log_reward(delta, traj.log_reward, c.C, c.alpha, c.teacher_eps, c.teacher_half_square)
+        a = c.alpha if alpha is None else alpha
+        return teacher_log_reward(delta, traj.log_reward, c.C, a, c.teacher_eps, c.teacher_half_square)
+
+    def buffer_priority(self, traj: Trajectories, delta: torch.Tensor | None = None) -> torch.Tensor:
+        """The PER priority of x: log R_T without the R^α factor (α enters only the Teacher's loss, as in the
+        official code of Kim et al. 2025); PRT: log R."""
+        if self.cfg.buffer == "teacher_reward":
+            return self.teacher_reward(traj, delta, alpha=0.0)
+        assert traj.log_reward is not None
+        return traj.log_reward
 
     def exploration(self, name: str) -> float:
         if name != "student":
@@ -163,7 +175,7 @@ class Trainer:
         if step.teacher_feeds_buffer:
             assert self.teacher is not None and self.buffer is not None
             batches.teacher_into_buffer(
-                self.counter, self.teacher, self.buffer, bs, self.teacher_gate, self.teacher_reward
+                self.counter, self.teacher, self.buffer, bs, self.teacher_gate, self.buffer_priority
             )
         source = step.source
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
@@ -246,20 +258,21 @@ class Trainer:
             self._clip_step(self.opt_teacher, t_loss, clip)
             teacher_loss = t_loss.item()
         if self.buffer is not None:
-            self._update_buffer(batch, log_rt if cfg.buffer == "teacher_reward" else traj.log_reward, gate)
+            self._update_buffer(batch, self.buffer_priority(traj, delta), gate)
         return StepResult(loss.item(), teacher_loss)
 
     def _update_buffer(self, batch: Batch, priority: torch.Tensor | None, gate: torch.Tensor) -> None:
         """New x enter the buffer above the gate (the first batch ungated, as in the paper's diffusion code;
-        none when the Teacher fills the buffer); replayed x get their priority refreshed (PER)."""
-        assert self.buffer is not None and priority is not None
+        none when the Teacher fills the buffer). A replayed x keeps the priority it was given at insertion (the
+        official code), or gets it refreshed with ``per_refresh``."""
+        assert self.buffer is not None
         cfg, traj = self.cfg, batch.traj
         keys = self.env.state_key(traj.terminal)
         teacher_fills = cfg.teacher and cfg.teacher_into_buffer and len(self.buffer) > 0
         if batch.fresh and not teacher_fills and (len(self.buffer) == 0 or bool(gate.any())):
             rows = gate.nonzero().squeeze(1) if len(self.buffer) > 0 else torch.arange(traj.batch_size)
             self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
-        elif not batch.fresh and cfg.buffer == "teacher_reward":
+        elif not batch.fresh and cfg.buffer == "teacher_reward" and cfg.per_refresh:
             self.buffer.update_priority(keys, priority)
 
     def train_one_step(self) -> tuple[Trajectories, StepResult]:
@@ -273,8 +286,7 @@ class Trainer:
                     self.buffer,
                     cfg.batch_size,
                     cfg.ls_iterations,
-                    self.mala_step_size,
-                    self.teacher_reward,
+                    self.buffer_priority,
                     self.backward_model,
                 )
         batch = self.next_batch(self.schedule[self.step % len(self.schedule)])

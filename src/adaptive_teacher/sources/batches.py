@@ -75,15 +75,18 @@ def teacher_into_buffer(
     buffer: ReplayBuffer,
     n: int,
     gate: float,
-    teacher_reward: ScoreFn,
+    priority: ScoreFn,
 ) -> None:
-    """The diffusion Teacher's samples above the gate (log R > ``gate``) enter the buffer with priority log R_T."""
+    """The diffusion Teacher's samples above the gate (log R > ``gate``) enter the buffer with ``priority``."""
     traj = on_policy(counter, teacher, n)
     keep = traj.log_reward > gate
     if bool(keep.any()):
         traj = traj.select(keep.nonzero().squeeze(1))
         x = traj.terminal
-        buffer.add(x, counter.env.state_key(x), teacher_reward(traj), traj.log_reward)
+        buffer.add(x, counter.env.state_key(x), priority(traj), traj.log_reward)
+
+
+MALA_STEP_SIZE = 1e-3  # η at the start of every local-search call (``--ld_step`` of the official diffusion code)
 
 
 def mala_into_buffer(
@@ -91,19 +94,27 @@ def mala_into_buffer(
     buffer: ReplayBuffer,
     n: int,
     n_steps: int,
-    step_size: float,
-    teacher_reward: ScoreFn,
+    priority: ScoreFn,
     backward_model: nn.Module | None = None,
+    step_size: float = MALA_STEP_SIZE,
 ) -> float:
-    """MALA local search from n buffer samples (Sendera et al., 2024); the proposals accepted after burn-in
-    join the buffer. Every MALA step of every chain costs a reward call. Returns the adapted step size."""
+    """MALA local search from n buffer samples, as in Sendera et al.'s and Kim et al.'s diffusion code: η
+    starts at ``step_size`` at every call and moves ±1 % per step toward 0.574 acceptance over all
+    ``n_steps``; the proposals accepted after the first half (burn-in) join the buffer. Every MALA step of
+    every chain costs a reward call. Returns the final step size (reported, not carried to the next call)."""
     from adaptive_teacher.sources.mala import mala
 
     env = counter.env
     x0, _ = buffer.sample(n)
     # Through the env: a non-finite energy or gradient is an error, not a silently rejected proposal.
     samples, step_size, _ = mala(
-        env.log_reward, env.grad_log_reward, x0, n_steps=n_steps, burn_in=n_steps // 2, step_size=step_size
+        env.log_reward,
+        env.grad_log_reward,
+        x0,
+        n_steps=n_steps,
+        burn_in=n_steps // 2,
+        step_size=step_size,
+        adaptation="every_step",
     )
     counter.calls += n * n_steps
     if len(samples):
@@ -111,7 +122,7 @@ def mala_into_buffer(
         log_r = env.log_reward(samples)
         traj = env.backward_rollout(samples, backward_model)
         traj.log_reward = log_r
-        buffer.add(samples, env.state_key(samples), teacher_reward(traj), log_r)
+        buffer.add(samples, env.state_key(samples), priority(traj), log_r)
     return step_size
 
 

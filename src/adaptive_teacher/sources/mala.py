@@ -6,10 +6,14 @@ so q(x' | x) = N(x'; x + η·∇log R(x), 2η·I), accepted with probability
     min(1, R(x')·q(x | x') / (R(x)·q(x' | x))),
 log q(x' | x) = −|x' − x − η·∇log R(x)|² / (4η) + const.
 
-During burn-in the (shared) step size is adapted toward ``target_accept`` (0.574, the optimal MALA
-acceptance rate of Roberts & Rosenthal, 1998, and Sendera et al.'s ``--target_acceptance_rate``) by a
-Robbins–Monro update on log η: log η += (batch acceptance rate − target). After burn-in η is frozen, so
-the post-burn-in chain is an exact MH chain with R/Z invariant.
+The (shared) step size is adapted toward ``target_accept`` (0.574, the optimal MALA acceptance rate of
+Roberts & Rosenthal, 1998, and Sendera et al.'s ``--target_acceptance_rate``), by one of two rules:
+
+* ``adaptation="every_step"`` (the local search of Sendera et al.'s and Kim et al.'s diffusion code): after
+  every step η ← 1.01·η if the batch acceptance rate exceeds the target, else 0.99·η, burn-in or not;
+* ``adaptation="burn_in"``: a Robbins–Monro update on log η, log η += (acceptance rate − target), during
+  burn-in only; afterwards η is frozen, so the post-burn-in chain is an exact MH chain with R/Z invariant
+  (what a sampler needs; the tests use it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def mala(
     target_accept: float = 0.574,
     adapt: bool = True,
     keep: str = "accepted",
+    adaptation: str = "burn_in",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, float, float]:
     """Run ``n_steps`` MALA steps on the chains ``x0`` [n, dim]; returns (samples, final η, acceptance rate).
@@ -41,11 +46,13 @@ def mala(
     ``keep="chain"``: every chain state after each post-burn-in step, [n·(n_steps − burn_in), dim], an
     exact (correlated) sample of R/Z once the chains have mixed.
     The acceptance rate is that of the post-burn-in steps (of all steps if ``burn_in >= n_steps``).
-    ``step_size`` (η₀ = 0.001, the default ``--ld_step`` of Sendera et al.'s and Kim et al.'s code) is adapted only
-    during burn-in and only with ``adapt``.
+    ``step_size`` (η₀ = 0.001, the default ``--ld_step`` of Sendera et al.'s and Kim et al.'s code) is adapted
+    by the ``adaptation`` rule (module docstring) when ``adapt``.
     """
     if keep not in ("accepted", "chain"):
         raise ValueError(f"keep must be 'accepted' or 'chain', got {keep!r}")
+    if adaptation not in ("burn_in", "every_step"):
+        raise ValueError(f"adaptation must be 'burn_in' or 'every_step', got {adaptation!r}")
     if not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size!r}")
     x = x0.detach().clone()
@@ -73,8 +80,10 @@ def mala(
         rate = float(accept.double().mean())
         n_acc_all += int(accept.sum())
         n_prop_all += accept.numel()
+        if adapt and adaptation == "every_step":
+            log_eta += math.log(1.01) if rate > target_accept else math.log(0.99)
         if i < burn_in:
-            if adapt:
+            if adapt and adaptation == "burn_in":
                 log_eta += rate - target_accept
             continue
         n_acc += int(accept.sum())
