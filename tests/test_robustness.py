@@ -335,7 +335,7 @@ def test_a_density_with_only_an_energy_trains_and_reports_elbo_and_is(tmp_path):
     result = at.train(env, "teacher", iterations=6, out=tmp_path, **DIFF)
     s = result.summary
     assert math.isfinite(s["elbo"]) and math.isfinite(s["log_Z_is"]) and s["elbo"] <= s["log_Z_is"] + 1e-9
-    for key in ("eubo", "delta_log_Z", "delta_log_Z_is", "w2", "log_Z_true"):
+    for key in ("eubo", "delta_log_Z_elbo", "delta_log_Z_is", "w2", "log_Z_true"):
         assert s[key] is None, key
     x = torch.randn(5, 2, dtype=torch.float64)
     expected = -2 * ((x**2).sum(-1, keepdim=True) - 4) * 2 * x / 2  # d/dx of −(|x|²−4)²/2

@@ -361,7 +361,7 @@ def _key_metrics(summary: dict[str, Any]) -> str:
     if summary.get("modes_found") is not None:
         n = summary.get("n_modes")
         parts.append(f"modes {summary['modes_found']}" + (f"/{n}" if n is not None else ""))
-    for key, label in (("l1", "L1"), ("delta_log_Z", "Δlog Z"), ("eubo", "EUBO")):
+    for key, label in (("l1", "L1"), ("delta_log_Z_elbo", "Δlog Z (ELBO)"), ("eubo", "EUBO")):
         if summary.get(key) is not None:
             parts.append(f"{label} {_num(summary[key])}")
     return ", ".join(parts)

@@ -153,8 +153,8 @@ DIFFUSION = TaskFamily(
     make_evaluator=_diffusion_evaluator,
     plot_run=_diffusion_plots,
     columns=[
-        ("delta_log_Z", "Δlog Z (ELBO)"),
-        ("delta_log_Z_is", "Δlog Z^RW"),
+        ("delta_log_Z_elbo", "Δlog Z (ELBO)"),
+        ("delta_log_Z_is", "Δlog Z (IS; Kim et al.'s Δlog Z)"),
         ("eubo", "EUBO"),
         ("w2", "W2"),
         ("elbo", "ELBO"),

@@ -9,7 +9,7 @@ For a trajectory τ = (x_0 = 0, …, x_1 = x) the log importance weight is
 * EUBO    = E_{x ~ R/Z, τ ~ P_B(·|x)}[w] ≥ log Z                         (Jensen on the reverse KL)
 
 Sendera et al. (2024) report Δ log Z for the ELBO and the importance-weighted estimate; Kim et al.
-(2025) the same. Here ``delta_log_Z = log Z − ELBO`` and ``delta_log_Z_is = log Z − log Ẑ_IS`` are signed
+(2025) the same. Here ``delta_log_Z_elbo = log Z − ELBO`` and ``delta_log_Z_is = log Z − log Ẑ_IS`` are signed
 (≥ 0 in expectation; take ``abs`` for the "absolute error" reporting convention).
 """
 
@@ -35,7 +35,7 @@ def log_z_bounds(
 
     ``n`` on-policy trajectories are drawn in batches of ``batch`` (no exploration); each target sample
     gets one backward-bridge trajectory. Returns ``elbo``, ``log_Z_is``, ``eubo`` (None without targets),
-    ``log_Z`` (exact, None when unknown), ``delta_log_Z``, ``delta_log_Z_is`` (None when log Z is
+    ``log_Z`` (exact, None when unknown), ``delta_log_Z_elbo``, ``delta_log_Z_is`` (None when log Z is
     unknown), ``n`` and ``samples`` (the n sampled x, float32 [n, dim], e.g. for plots or W2).
     """
     if n < 1:
@@ -69,7 +69,7 @@ def log_z_bounds(
         "log_Z_is": log_z_is,
         "eubo": eubo,
         "log_Z": log_z,
-        "delta_log_Z": None if log_z is None else log_z - elbo,
+        "delta_log_Z_elbo": None if log_z is None else log_z - elbo,
         "delta_log_Z_is": None if log_z is None else log_z - log_z_is,
         "n": int(w.numel()),
         "samples": torch.cat(xs),
