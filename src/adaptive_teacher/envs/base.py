@@ -5,8 +5,11 @@ A discrete environment is a DAG over tensor states with a single initial state s
 makes the current state the terminal object x. Backward actions ``0..n_backward_actions-1`` move to a
 parent. A subclass supplies masks, transitions, a featurisation and a reward; this module supplies
 everything else: forward rollouts (optionally epsilon-uniform), backward rollouts with P_B, the
-batched recomputation of per-step log-probabilities for the loss, and trajectory splicing for local
-search. Nothing here loops over individual states in Python.
+batched recomputation of per-step log-probabilities for the loss, trajectory splicing for local
+search, and ``children`` (every state's child under every move, for policies that score children).
+Every sampler asks the policy for its logits with one call, ``model.outputs(env, states)``
+(policies.py: ``Policy``, ``PolicyOutputs``); the policy reads what it needs from the environment.
+Nothing here loops over individual states in Python.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import Tensor
 
 from adaptive_teacher.errors import EnvironmentCheckError, RewardError, TrainingDiverged
+from adaptive_teacher.policies import Policy
 
 
 @dataclass
@@ -184,6 +188,21 @@ class DiscreteEnv(ABC):
             fwd[alive] = self.forward_action(parent[alive], backward_actions[alive])
         return parent, fwd
 
+    def children(self, states: Tensor) -> tuple[Tensor, Tensor]:
+        """The child of each state under each move: ``(kids, exists)``, [n, n_actions-1, *state_shape] and
+        [n, n_actions-1] bool.
+
+        kids[i, a] = step(states[i], a) where exists[i, a] = forward_mask(states)[i, a], else states[i]
+        itself (a valid state, safe to featurise; mask it out). For SSR-style policies (Shen et al.,
+        2023), which give move a the logit score(enc(s), enc(kids[:, a])) and stop a logit of their own.
+        One batched ``step_or_stay`` over n·(n_actions-1) rows; the samplers never call it, a policy does.
+        """
+        n, k, shape = states.shape[0], self.n_actions - 1, states.shape[1:]
+        exists = self.forward_mask(states)[:, :k]
+        rep = states[:, None].expand(n, k, *shape).reshape(n * k, *shape)
+        moves = torch.arange(k, device=states.device).repeat(n).masked_fill(~exists.reshape(-1), -1)
+        return self.step_or_stay(rep, moves).view(n, k, *shape), exists
+
     def is_initial(self, states: Tensor) -> Tensor:
         return ~self.backward_mask(states).any(-1)
 
@@ -230,7 +249,7 @@ class DiscreteEnv(ABC):
     @torch.no_grad()
     def rollout(
         self,
-        model: torch.nn.Module,
+        model: Policy,
         n: int | None = None,
         start: Tensor | None = None,
         eps: float = 0.0,
@@ -243,10 +262,10 @@ class DiscreteEnv(ABC):
         states = self.initial_states(n) if start is None else start
         done = torch.zeros(states.shape[0], dtype=torch.bool, device=states.device)
         all_states, all_actions = [states], []
-        n_forward, stop = self.n_actions, self.stop
+        stop = self.stop
         for _ in range(self.max_length):
             mask = self.forward_mask(states)
-            logits = model(self.features(states))[:, :n_forward]
+            logits = model.outputs(self, states).forward
             if temperature != 1.0:
                 logits = logits / temperature
             probs = torch.softmax(torch.where(mask, logits, -math.inf), -1)
@@ -275,7 +294,7 @@ class DiscreteEnv(ABC):
         return Trajectories(torch.stack(all_states, 1), actions_t, (actions_t >= 0).sum(1))
 
     @torch.no_grad()
-    def backward_rollout(self, x: Tensor, model: torch.nn.Module | None = None) -> Trajectories:
+    def backward_rollout(self, x: Tensor, model: Policy | None = None) -> Trajectories:
         """Sample a trajectory ending in each terminal x with P_B (uniform, or the model's learned P_B)."""
         batch = x.shape[0]
         dev = x.device
@@ -290,7 +309,8 @@ class DiscreteEnv(ABC):
                 break
             if learned:
                 assert model is not None
-                logits = model.split(model(self.features(cur)))[1]
+                logits = model.outputs(self, cur).backward
+                assert logits is not None, "a policy with learn_pb = True must return backward logits"
                 probs = torch.softmax(logits.masked_fill(~mask, -math.inf), -1)
                 probs = torch.where(alive[:, None], probs, 1.0 / probs.shape[1])
                 b = torch.multinomial(probs, 1).view(-1)
@@ -319,7 +339,7 @@ class DiscreteEnv(ABC):
         actions = torch.where(ta[None, :] == n_back[:, None], torch.full_like(actions, self.stop), actions)
         return Trajectories(states, actions, n_back + 1)
 
-    def log_probs(self, model: torch.nn.Module, traj: Trajectories) -> StepLogProbs:
+    def log_probs(self, model: Policy, traj: Trajectories) -> StepLogProbs:
         """Per-step log P_F, log P_B (and log F) of ``traj`` under ``model`` in one batched network pass.
 
         Only the real transitions are evaluated (network, masks, softmax); padding gets zeros.
@@ -331,7 +351,7 @@ class DiscreteEnv(ABC):
         rows = valid.reshape(-1).nonzero().squeeze(1)  # real transitions, trajectory by trajectory, in order
         src = states[:, :length].reshape(batch * length, *trail).index_select(0, rows)
         a = actions.reshape(-1).index_select(0, rows)
-        fwd_logits, bwd_logits, log_flow = model.split(model(self.features(src)))
+        fwd_logits, bwd_logits, log_flow = model.outputs(self, src)
 
         log_p = torch.log_softmax(fwd_logits.masked_fill(~self.forward_mask(src), -math.inf), -1)
         lpf = log_p.gather(1, a[:, None]).squeeze(1)

@@ -8,14 +8,13 @@ that ``step``/``backward_step`` and ``forward_action``/``backward_action`` inver
 vectorised ``step_or_stay``/``backward_step_or_stay`` agree with them); ``state_key``; uniform ``rollout`` and
 ``backward_rollout``, with finite log-probabilities and rewards > 0; and where ``enumerate_states()`` is not
 None, the enumeration, ``level``, the parent counts of ``backward_mask``, and that the exact optimal policy
-(``metrics.exact.optimal_policy``) has a zero trajectory-balance residual with log Z = log F(s0) =
-``log_partition()``. That last check needs injective features; without them it is skipped with a warning.
+(``metrics.exact.optimal_policy``, a table keyed on ``state_key``) has a zero trajectory-balance residual
+with log Z = log F(s0) = ``log_partition()``.
 A DiffusionEnv gets a reduced check: finite log-rewards and int64 keys on Brownian-motion samples.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -24,22 +23,18 @@ from torch import Tensor, nn
 
 from adaptive_teacher.envs.base import DiscreteEnv, sample_categorical
 from adaptive_teacher.errors import AdaptiveTeacherError, EnvironmentCheckError, RewardError
+from adaptive_teacher.policies import PolicyOutputs
 
 
 class _Uniform(nn.Module):
     """Uniform P_F over the allowed actions (zero logits), uniform P_B."""
 
     learn_pb = False
+    flow_head = False
 
-    def __init__(self, n_actions: int):
-        super().__init__()
-        self.n_actions = n_actions
-
-    def forward(self, features: Tensor) -> Tensor:
-        return torch.zeros(features.shape[0], self.n_actions, dtype=torch.float64, device=features.device)
-
-    def split(self, out: Tensor) -> tuple[Tensor, None, None]:
-        return out, None, None
+    def outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs:
+        zeros = torch.zeros(states.shape[0], env.n_actions, dtype=torch.float64, device=states.device)
+        return PolicyOutputs(zeros, None, None)
 
 
 class _ZeroDrift(nn.Module):
@@ -259,7 +254,7 @@ class _Checker:
             raise EnvironmentCheckError(f"{where if '.' in where else f'{self.cls}.{where}'}: {e}") from e
 
     def rollouts(self, s0: Tensor) -> Tensor:
-        env, model = self.env, _Uniform(self.env.n_actions)
+        env, model = self.env, _Uniform()
         try:
             traj = env.rollout(model, self.n)
         except AdaptiveTeacherError as e:
@@ -291,7 +286,7 @@ class _Checker:
         return log_r
 
     def exact(self, pool: Tensor) -> None:
-        from adaptive_teacher.metrics.exact import ExactEvaluator, optimal_policy, state_feature_hashes
+        from adaptive_teacher.metrics.exact import ExactEvaluator, optimal_policy
 
         env, stop = self.env, self.env.stop
         states = self.call("enumerate_states", env.enumerate_states)
@@ -358,21 +353,6 @@ class _Checker:
                 f"from {int(parents[i])} (state, action) pairs of enumerate_states()",
             )
         self.reward(states[fm[:, stop]])
-        hs, order = torch.sort(state_feature_hashes(env, states))
-        same = (hs[1:] == hs[:-1]).nonzero()
-        if len(same):  # the table policy is keyed on feature rows: skip the check, with a note
-            u, v = states[order[int(same[0, 0])]], states[order[int(same[0, 0]) + 1]]
-            why = (
-                "is not injective on states"
-                if torch.equal(*env.features(torch.stack([u, v])))
-                else "rows have a hash collision"
-            )
-            warnings.warn(
-                f"check_env: {self.cls}.features {why} ({u.tolist()} and {v.tolist()} share a feature row), so "
-                "the exact-optimal-policy check was skipped; a policy network cannot tell such states apart",
-                stacklevel=3,
-            )
-            return
         policy = optimal_policy(env, ExactEvaluator(env))
         log_f0 = policy.log_Z.item()
         log_z = self.call("log_partition", env.log_partition)
@@ -382,16 +362,16 @@ class _Checker:
                 f"returned {log_z!r}, but log Σ_x R(x) over the enumerated terminal states, "
                 f"log F(s0) of the exact flow, is {log_f0!r}",
             )
-        traj = self.call("features", env.rollout, policy, self.n)  # the table policy looks states up by features
+        traj = self.call("state_key", env.rollout, policy, self.n)  # the table policy looks states up by key
         lp = env.log_probs(policy, traj)
         delta = self.reward(traj.terminal) + lp.log_pb.sum(1) - log_f0 - lp.log_pf.sum(1)
         if not bool((delta.abs() < 1e-6).all()):
             i = int(delta.abs().argmax())
             self.fail(
-                "features",
+                "forward_mask",
                 f"the exact optimal policy has trajectory-balance residual {float(delta[i]):.3g} on "
-                f"the trajectory to {traj.terminal[i].tolist()} (0 expected): features, forward_mask or "
-                "backward_mask differ between calls on the same state",
+                f"the trajectory to {traj.terminal[i].tolist()} (0 expected): forward_mask, backward_mask, "
+                "reward or state_key differ between calls on the same state",
             )
 
     def diffusion(self) -> None:
@@ -408,9 +388,8 @@ class _Checker:
 def check_env(env: object, n_samples: int = 64, seed: int = 0) -> None:
     """Check that ``env`` keeps the DiscreteEnv contract (see the module docstring for the list).
 
-    Raises EnvironmentCheckError naming the method to fix; warns when features are not injective (the
-    exact-policy check is then skipped). Uses its own random generator state (``seed``) and restores torch's.
-    A DiffusionEnv gets the reduced check. Anything else is an EnvironmentCheckError.
+    Raises EnvironmentCheckError naming the method to fix. Uses its own random generator state (``seed``) and
+    restores torch's. A DiffusionEnv gets the reduced check. Anything else is an EnvironmentCheckError.
     """
     from adaptive_teacher.envs.diffusion import DiffusionEnv
 

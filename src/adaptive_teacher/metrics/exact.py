@@ -1,7 +1,9 @@
 """The exact terminal distribution of a discrete sampler, by dynamic programming over its DAG.
 
 reach(s0) = 1;  reach(s') = Σ_{s→s'} reach(s)·P_F(s'|s), level by level;  p(x) = reach(x)·P_F(stop|x).
-Everything is vectorised: one network pass over every state (in chunks) and one ``index_add_`` per level.
+Everything is vectorised: one policy pass, ``model.outputs(env, states)``, over every state (in chunks) and
+one ``index_add_`` per level. ``optimal_policy`` builds the exact GFlowNet for uniform P_B as a table keyed on
+``env.state_key``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptive_teacher.envs.base import DiscreteEnv
+from adaptive_teacher.policies import Policy, PolicyOutputs
 
 
 class ExactEvaluator:
@@ -64,16 +67,17 @@ class ExactEvaluator:
         return self._perm[pos]
 
     @torch.no_grad()
-    def action_probs(self, model: nn.Module) -> Tensor:
+    def action_probs(self, model: Policy) -> Tensor:
+        """P_F(a|s) of every enumerated state, [n_states, n_actions] float64 (zero on masked actions)."""
         out = []
         for i in range(0, self.n_states, self.chunk):
             s = self.states[i : i + self.chunk]
-            logits = model(self.env.features(s))[:, : self.env.n_actions].to(torch.float64)
+            logits = model.outputs(self.env, s).forward.to(torch.float64)
             out.append(torch.softmax(logits.masked_fill(~self.forward_mask[i : i + self.chunk], -math.inf), -1))
         return torch.cat(out)
 
     @torch.no_grad()
-    def distribution(self, model: nn.Module) -> Tensor:
+    def distribution(self, model: Policy) -> Tensor:
         """p(x) over ``terminal_states`` (float64, sums to 1)."""
         probs = self.action_probs(model)
         reach = torch.zeros(self.n_states, dtype=torch.float64)
@@ -86,65 +90,35 @@ class ExactEvaluator:
         p = reach * probs[:, self.env.stop]
         return p[self.terminal]
 
-    def l1(self, model: nn.Module) -> dict[str, float]:
+    def l1(self, model: Policy) -> dict[str, float]:
         """L1 = Σ_x |p(x) − p*(x)| and the paper's mean convention L1 / N."""
         total = float((self.distribution(model) - self.target).abs().sum())
         return {"l1": total, "l1_mean": total / self.n_terminal}
 
 
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64 constants as wrapping int64
-_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_MIX2 = 0x94D049BB133111EB - (1 << 64)
-
-
-def _shr(x: Tensor, k: int) -> Tensor:
-    """Logical right shift of int64."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
-def feature_hash(features: Tensor) -> Tensor:
-    """An int64 hash per feature row: Σ_j splitmix64(bits(f_j) + (j+1)·φ) with wrapping arithmetic.
-
-    Equal float32 rows (−0.0 folded into +0.0) share a hash; distinct rows collide with probability ~n²/2⁶⁴.
-    """
-    bits = (features.to(torch.float32) + 0.0).contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    x = bits + torch.arange(1, bits.shape[1] + 1, device=bits.device) * _GOLDEN
-    x = (x ^ _shr(x, 30)) * _MIX1
-    x = (x ^ _shr(x, 27)) * _MIX2
-    return (x ^ _shr(x, 31)).sum(-1)
-
-
-def state_feature_hashes(env: DiscreteEnv, states: Tensor, chunk: int = 65536) -> Tensor:
-    """``feature_hash(env.features(states))``, in chunks of rows (features of a whole space can be large)."""
-    return torch.cat([feature_hash(env.features(states[i : i + chunk])) for i in range(0, len(states), chunk)])
-
-
 class TabularPolicy(nn.Module):
-    """A fixed policy whose float64 logits are looked up per state by the hash of its feature row.
+    """A fixed policy whose float64 P_F logits are looked up per state by ``env.state_key``.
 
-    ``features`` must be injective on the enumerated states (``optimal_policy`` checks it); a row whose
-    hash is not in the table raises ValueError. ``log_Z`` is log F(s0).
+    Row i of ``logits`` [n_states, n_actions] belongs to the state whose key is ``keys[i]``; a state whose
+    key is not in the table raises ValueError. Uniform P_B, no flow head; ``log_Z`` is log F(s0).
     """
 
-    def __init__(self, hashes: Tensor, logits: Tensor, log_Z: float):
+    def __init__(self, keys: Tensor, logits: Tensor, log_Z: float):
         super().__init__()
-        self._hashes, self._perm = torch.sort(hashes)
-        self.table = logits  # [n_states, n_actions], row i belongs to the state of hash ``hashes[i]``
+        self._keys, self._perm = torch.sort(keys)
+        self.table = logits
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z), dtype=torch.float64), requires_grad=False)
         self.learn_pb = False
         self.flow_head = False
 
-    def forward(self, features: Tensor) -> Tensor:
-        h = feature_hash(features)
-        pos = torch.searchsorted(self._hashes, h).clamp(max=len(self._hashes) - 1)
-        found = self._hashes[pos] == h
+    def outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs:
+        k = env.state_key(states)
+        pos = torch.searchsorted(self._keys, k).clamp(max=len(self._keys) - 1)
+        found = self._keys[pos] == k
         if not bool(found.all()):
             i = int((~found).nonzero()[0, 0])
-            raise ValueError(f"TabularPolicy: feature row {i} belongs to no enumerated state")
-        return self.table[self._perm[pos]]
-
-    def split(self, out: Tensor) -> tuple[Tensor, None, None]:
-        return out, None, None
+            raise ValueError(f"TabularPolicy: state {states[i].tolist()} is not in the table (not enumerated)")
+        return PolicyOutputs(self.table[self._perm[pos]], None, None)
 
 
 def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) -> TabularPolicy:
@@ -152,14 +126,10 @@ def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) ->
 
     F(s) = R(s)·1[s terminal] + Σ_{s→s'} F(s')·P_B(s|s'), P_B(s|s') = 1/|parents(s')|, from the highest
     level down; P_F(s'|s) = F(s')·P_B(s|s')/F(s), P_F(stop|s) = R(s)/F(s) (Bengio et al., 2021/2023).
-    TB then holds with log Z = log F(s0) on every trajectory. Raises ValueError when the features of two
-    enumerated states are equal (the table is keyed on them).
+    TB then holds with log Z = log F(s0) on every trajectory. The table is keyed on ``env.state_key``.
     """
     ev = ExactEvaluator(env) if evaluator is None else evaluator
     states = ev.states
-    hashes = state_feature_hashes(env, states)
-    if len(torch.unique(hashes)) < len(hashes):
-        raise ValueError(f"{type(env).__name__}.features is not injective on the enumerated states")
     log_npar = env.backward_mask(states).sum(-1).clamp(min=1).to(torch.float64).log()
     log_flow = torch.full((ev.n_states,), -math.inf, dtype=torch.float64)
     log_r = env.log_reward(ev.terminal_states)
@@ -180,4 +150,4 @@ def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) ->
     logits[ev._src, ev._act] = edge - log_flow[ev._src]
     logits[ev.terminal, env.stop] = log_r - log_flow[ev.terminal]
     logits[~torch.isfinite(log_flow)] = 0.0  # states with no terminal descendant: never reached
-    return TabularPolicy(hashes, logits, float(log_flow[ev.initial]))
+    return TabularPolicy(env.state_key(states), logits, float(log_flow[ev.initial]))

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from adaptive_teacher.envs.base import DiscreteEnv, Trajectories, concat_trajectories
+from adaptive_teacher.policies import Policy
 
 ScoreFn = Callable[[Trajectories], torch.Tensor]
 
 
-def _suffix_log_ratio(env: DiscreteEnv, model: nn.Module, traj: Trajectories, keep: torch.Tensor) -> torch.Tensor:
+def _suffix_log_ratio(env: DiscreteEnv, model: Policy, traj: Trajectories, keep: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         lp = env.log_probs(model, traj)
     steps = torch.arange(lp.log_pf.shape[1])[None, :]
@@ -29,13 +29,13 @@ def _suffix_log_ratio(env: DiscreteEnv, model: nn.Module, traj: Trajectories, ke
 
 def back_and_forth(
     env: DiscreteEnv,
-    model: nn.Module,
+    model: Policy,
     traj: Trajectories,
     score_fn: ScoreFn,
     iterations: int = 4,
     back_ratio: float = 0.5,
     accept: str = "greedy",
-    backward_model: nn.Module | None = None,
+    backward_model: Policy | None = None,
 ) -> tuple[Trajectories, list[Trajectories]]:
     """Refine ``traj`` (with rewards). Returns the accepted trajectories and every rewarded proposal batch."""
     if accept not in ("greedy", "mh"):
