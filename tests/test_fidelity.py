@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import adaptive_teacher.sources.mala as mala_module
@@ -79,3 +80,74 @@ def test_mala_local_search_restarts_its_step_size_and_adapts_every_step(monkeypa
     for _ in range(4):  # steps 1..4: MALA at steps 2 and 4
         tr.train_one_step()
     assert seen == [(1e-3, "every_step")] * 2  # never carried over
+
+
+def _hand_gafn_loss(env, policy, rnd, paths):
+    """The official grid code's GAFN loss, transition by transition (Kim et al. 2025, grid/models/gafn.py)."""
+    import torch.nn.functional as F
+
+    total, rnd_terms = 0.0, []
+    for path in paths:
+        states = [torch.tensor([s]) for s in path]
+        x = states[-1]
+        forced = bool(env.forward_mask(x)[0, env.stop]) and int(env.forward_mask(x)[0].sum()) == 1
+
+        def out(s):
+            fwd, _, flow = policy.split(policy(env.features(s)))
+            return F.log_softmax(fwd.masked_fill(~env.forward_mask(s), -math.inf), -1)[0], flow[0]
+
+        def r(s):
+            return 0.01 * float(rnd.error(env.features(s))[0])
+
+        log_pf = 0.0
+        for s, nxt in zip(states[:-1], states[1:], strict=True):
+            a = int((nxt - s).nonzero()[0, 1])
+            log_pf += float(out(s)[0][a])
+        log_pf += float(out(x)[0][env.stop])
+        edges = 0.0
+        for t in range(1, len(states)):
+            p_b = 1.0 / int(env.backward_mask(states[t]).sum())
+            if forced and t == len(states) - 1:
+                edges += math.log(p_b)
+            else:
+                edges += math.log(p_b + r(states[t]) / math.exp(float(out(states[t])[1])))
+        log_r = float(env.log_reward(x)[0])
+        delta = math.log(math.exp(log_r) + r(x) + 1e-8) + edges - float(policy.log_Z) - log_pf
+        total += delta**2
+        obs = states + ([] if forced else [x])
+        rnd_terms.append(sum(float(rnd.error(env.features(s))[0]) for s in obs) / len(obs))
+    return total / len(paths), sum(rnd_terms) / len(rnd_terms)
+
+
+def test_gafn_loss_matches_the_official_formula_on_hand_made_trajectories():
+    from adaptive_teacher.envs.base import Trajectories
+    from adaptive_teacher.objectives import gafn_trajectory_balance
+    from adaptive_teacher.policies import DiscretePolicy
+    from adaptive_teacher.sources import RandomNetworkDistillation
+
+    env = DeceptiveGrid(2, 8)
+    torch.manual_seed(3)
+    policy = DiscretePolicy(env.n_features, env.n_actions, env.n_backward_actions, 32, 2, flow_head=True)
+    with torch.no_grad():
+        policy.log_Z.fill_(0.7)
+    rnd = RandomNetworkDistillation(env.n_features, scale=0.01)
+    stopped = [(0, 0), (1, 0), (1, 1), (2, 1)]  # ends with a free stop at (2, 1)
+    forced = [(0, 0), (0, 1), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 7)]  # stop forced at H-1
+    parts = []
+    for path in (stopped, forced):
+        s = torch.tensor(path)
+        moves = [int((b - a).nonzero()[0]) for a, b in zip(s[:-1], s[1:], strict=True)]
+        parts.append((torch.cat([s, s[-1:]]), torch.tensor(moves + [env.stop])))
+    from adaptive_teacher.envs.base import concat_trajectories
+
+    traj = concat_trajectories([Trajectories(st[None], ac[None], torch.tensor([len(ac)])) for st, ac in parts])
+    traj = env.with_rewards(traj)
+    intrinsic, forced_stop, rnd_loss = rnd.on_trajectories(env, traj)
+    assert forced_stop.tolist() == [False, True]
+    loss, _ = gafn_trajectory_balance(
+        env.log_probs(policy, traj), policy.log_Z, traj.log_reward, intrinsic, forced_stop
+    )
+    expected_loss, expected_rnd = _hand_gafn_loss(env, policy, rnd, [stopped, forced])
+    assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
+    assert float(rnd_loss) == pytest.approx(expected_rnd, rel=1e-5)
+    assert float(intrinsic[0, 1]) == pytest.approx(0.01 * float(rnd.error(env.features(torch.tensor([[1, 0]])))[0]))

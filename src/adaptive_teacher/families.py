@@ -30,7 +30,7 @@ def _discrete_policy(env, cfg):
         cfg.hidden,
         cfg.layers,
         learn_pb=cfg.learn_pb,
-        flow_head=cfg.objective == "db",
+        flow_head=cfg.objective == "db" or cfg.gafn,  # GAFN's edge terms use the learned state flow F(s)
     )
 
 

@@ -6,6 +6,8 @@ With detailed balance, log Z is the learned initial-state flow log F(s0), so δ 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,4 +43,42 @@ def vargrad(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tensor]:
     estimate log Ẑ = mean w replaces the learned log Z; loss = mean (w − mean w)². Returns (loss, δ = w − log Ẑ)."""
     w = log_reward + lp.log_pb.sum(1) - lp.log_pf.sum(1)
     delta = w - w.mean()
+    return (delta**2).mean(), delta
+
+
+def gafn_trajectory_balance(
+    lp: StepLogProbs,
+    log_Z: Tensor,
+    log_reward: Tensor,
+    intrinsic: Tensor,
+    forced_stop: Tensor,
+    tiny: float = 1e-8,
+) -> tuple[Tensor, Tensor]:
+    """GAFN's augmented TB (Pan et al., 2023, as in the grid code of Kim et al., 2025). Returns (loss, δ).
+
+    ``intrinsic`` [B, L+1] is r(s_t) for every state of each trajectory (detached), ``lp.log_flow`` the
+    learned log F(s_t) of each transition's source. For a trajectory s_0 → … → s_k = x → stop:
+
+        δ = log(R(x) + r(x) + 1e-8) + Σ_{t=1..k} log(P_B(s_{t−1}|s_t) + r(s_t)/F(s_t)) − log Z − Σ log P_F,
+
+    loss = mean δ². The stop edge has P_B = 1 and no intrinsic term; where the stop was forced (the only
+    action left at x: the official grid ends such trajectories without a stop action) the move into x
+    keeps its plain P_B.
+    """
+    assert lp.log_flow is not None, "GAFN needs a policy with a flow head"
+    length = lp.log_pf.shape[1]
+    n_moves = lp.valid.sum(1) - 1  # transitions before the stop
+    steps = torch.arange(length, device=lp.valid.device)[None, :]
+    is_move = steps < n_moves[:, None]
+    # The child of move t is s_{t+1}, the source of transition t+1 (x is the source of the stop).
+    child_flow = torch.cat([lp.log_flow[:, 1:], lp.log_flow.new_zeros((lp.log_flow.shape[0], 1))], 1)
+    child_r = intrinsic[:, 1 : length + 1].to(lp.log_pb.dtype)
+    augmented = is_move & ~(forced_stop[:, None] & (steps == n_moves[:, None] - 1))
+    edge = torch.logaddexp(lp.log_pb, child_r.clamp(min=0).log() - child_flow)
+    log_pb = torch.where(augmented, edge, lp.log_pb)
+    rows = torch.arange(len(n_moves), device=n_moves.device)
+    r_x = intrinsic[rows, n_moves].to(torch.float64)
+    log_terms = torch.stack([log_reward.to(torch.float64), r_x.log(), torch.full_like(r_x, math.log(tiny))])
+    target = torch.logsumexp(log_terms, 0).to(lp.log_pf.dtype)  # log(R(x) + r(x) + 1e-8)
+    delta = target + log_pb.sum(1) - log_Z - lp.log_pf.sum(1)
     return (delta**2).mean(), delta

@@ -34,7 +34,7 @@ from adaptive_teacher.envs.base import Trajectories
 from adaptive_teacher.errors import ConfigError, DataError, RunInterrupted, TrainingDiverged, option
 from adaptive_teacher.families import family_of, get_family
 from adaptive_teacher.metrics import ModeTracker
-from adaptive_teacher.objectives import detailed_balance, trajectory_balance, vargrad
+from adaptive_teacher.objectives import detailed_balance, gafn_trajectory_balance, trajectory_balance, vargrad
 from adaptive_teacher.sources import RandomNetworkDistillation, ReplayBuffer, batches, schedule, teacher_log_reward
 from adaptive_teacher.sources.schedule import Batch, ScheduledStep
 from adaptive_teacher.tasks import task_spec
@@ -50,8 +50,12 @@ def build_schedule(cfg: TrainConfig) -> list[ScheduledStep]:
 
 
 def _make_optimizer(model: nn.Module, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
-    body = [p for name, p in model.named_parameters() if name != "log_Z"] + (extra or [])
+    """Adam with the network (lr), log Z (lr_log_z) and, as a third group, ``extra`` parameters trained
+    beside the policy (GAFN's RND predictor, lr), which gradient clipping leaves alone (the grid code)."""
+    body = [p for name, p in model.named_parameters() if name != "log_Z"]
     groups = [{"params": body, "lr": lr}, {"params": [model.log_Z], "lr": lr_log_z}]
+    if extra:
+        groups.append({"params": extra, "lr": lr})
     return torch.optim.Adam(groups)
 
 
@@ -215,8 +219,8 @@ class Trainer:
     def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if max_norm > 0:
-            params = [p for g in opt.param_groups for p in g["params"]]
+        if max_norm > 0:  # the policy and its log Z (the first two groups)
+            params = [p for g in opt.param_groups[:2] for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, max_norm)
         opt.step()
 
@@ -235,10 +239,13 @@ class Trainer:
         then the buffer takes the batch's new x (priority log R or log R_T)."""
         cfg, traj = self.cfg, batch.traj
         assert traj.log_reward is not None
-        log_r, rnd_loss = traj.log_reward, None
-        if self.rnd is not None:
-            log_r, rnd_loss = self.rnd.augmented_log_reward(self.env, traj)
-        loss, delta = self._objective(self.student, traj, log_r)
+        rnd_loss = None
+        if self.rnd is not None:  # GAFN: augmented flows with RND intrinsic rewards
+            intrinsic, forced_stop, rnd_loss = self.rnd.on_trajectories(self.env, traj)
+            lp = self.env.log_probs(self.student, traj)
+            loss, delta = gafn_trajectory_balance(lp, self.student.log_Z, traj.log_reward, intrinsic, forced_stop)
+        else:
+            loss, delta = self._objective(self.student, traj, traj.log_reward)
         total = loss if rnd_loss is None else loss + rnd_loss
         if not torch.isfinite(total):
             raise TrainingDiverged(f"the Student loss became {total.item()}")
@@ -311,7 +318,7 @@ class Trainer:
         if self.cfg.objective == "db":
             s0 = self.env.initial_states(1)
             with torch.no_grad():
-                return float(self.student.split(self.student(self.env.features(s0)))[2][0])
+                return float(self.student.outputs(self.env, s0).log_flow[0])
         return float(self.student.log_Z.detach())
 
     def evaluate(self, final: bool = False) -> dict[str, Any]:
