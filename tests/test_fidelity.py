@@ -94,10 +94,10 @@ def _hand_gafn_loss(env, policy, rnd, paths):
 
         def out(s):
             fwd, _, flow = policy.split(policy(env.features(s)))
-            return F.log_softmax(fwd.masked_fill(~env.forward_mask(s), -math.inf), -1)[0], flow[0]
+            return F.log_softmax(fwd.masked_fill(~env.forward_mask(s), -math.inf), -1)[0].detach(), flow[0].detach()
 
         def r(s):
-            return 0.01 * float(rnd.error(env.features(s))[0])
+            return 0.01 * float(rnd.error(env.features(s))[0].detach())
 
         log_pf = 0.0
         for s, nxt in zip(states[:-1], states[1:], strict=True):
@@ -115,7 +115,7 @@ def _hand_gafn_loss(env, policy, rnd, paths):
         delta = math.log(math.exp(log_r) + r(x) + 1e-8) + edges - float(policy.log_Z) - log_pf
         total += delta**2
         obs = states + ([] if forced else [x])
-        rnd_terms.append(sum(float(rnd.error(env.features(s))[0]) for s in obs) / len(obs))
+        rnd_terms.append(sum(float(rnd.error(env.features(s))[0].detach()) for s in obs) / len(obs))
     return total / len(paths), sum(rnd_terms) / len(rnd_terms)
 
 
@@ -151,3 +151,51 @@ def test_gafn_loss_matches_the_official_formula_on_hand_made_trajectories():
     assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
     assert float(rnd_loss) == pytest.approx(expected_rnd, rel=1e-5)
     assert float(intrinsic[0, 1]) == pytest.approx(0.01 * float(rnd.error(env.features(torch.tensor([[1, 0]])))[0]))
+
+
+def test_greedy_local_search_is_strict_and_a_rejected_x_keeps_its_old_trajectory():
+    from adaptive_teacher.envs import Hypergrid
+    from adaptive_teacher.policies import DiscretePolicy
+    from adaptive_teacher.sources import back_and_forth
+
+    env = Hypergrid(2, 6, lambda s: torch.ones(len(s), dtype=torch.float64))  # every x scores the same
+    torch.manual_seed(0)
+    model = DiscretePolicy(env.n_features, env.n_actions, env.n_backward_actions, 16, 2)
+    start = env.with_rewards(env.rollout(model, 32))
+    out, proposals = back_and_forth(env, model, start, lambda t: t.log_reward, iterations=4)
+    assert len(proposals) == 4 and any(not torch.equal(p.terminal, start.terminal) for p in proposals)
+    # Equal scores are not improvements: nothing is accepted, and every x keeps its very trajectory.
+    assert torch.equal(out.terminal, start.terminal) and torch.equal(out.lengths, start.lengths)
+    width = start.states.shape[1]
+    assert torch.equal(out.states[:, :width], start.states) and torch.equal(out.actions[:, : width - 1], start.actions)
+
+
+def test_local_search_destroys_half_of_the_states_as_the_official_code_counts_them():
+    from adaptive_teacher.envs.base import Trajectories
+    from adaptive_teacher.sources.local_search import kept_moves
+
+    env = DeceptiveGrid(2, 8)
+    free = torch.tensor([[0, 0], [1, 0], [1, 1], [2, 1], [2, 1]])  # 3 moves, free stop: 5 states, 2 go
+    forced = torch.tensor([[0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [0, 5], [0, 6], [0, 7], [0, 7]])  # 7, forced
+    trajs = [Trajectories(free[None], torch.tensor([[0, 1, 0, 2]]), torch.tensor([4]))]
+    trajs.append(Trajectories(forced[None], torch.tensor([[1] * 7 + [2]]), torch.tensor([8])))
+    assert [int(kept_moves(env, t, 0.5)[0]) for t in trajs] == [2, 3]  # redo 1 of 3 moves; 4 of 7
+
+
+def test_local_search_counts_modes_on_the_accepted_batch_only():
+    from adaptive_teacher.sources.schedule import ScheduledStep
+
+    env = DeceptiveGrid(2, 8)
+    tr = Trainer(env, resolve_config("tb-ls", reward_calls=640, batch_size=16, hidden=16, n_evals=1, progress=False))
+    seen = []
+    original = tr.modes.update
+
+    def spy(x):
+        seen.append(x.clone())
+        original(x)
+
+    tr.modes.update = spy
+    before = tr.reward_calls
+    batch = tr.next_batch(ScheduledStep("student", local_search=True))
+    assert tr.reward_calls - before == 16 * (1 + tr.cfg.ls_iterations)  # the batch and every proposal cost a call
+    assert len(seen) == 1 and torch.equal(seen[0], batch.traj.terminal)

@@ -188,7 +188,8 @@ class Trainer:
             source = "student"
         model = self.teacher if source == "teacher" else self.student
         assert model is not None
-        traj = batches.on_policy(self.counter, model, bs, self.exploration(source))
+        explore = self.exploration(source)
+        traj = batches.on_policy(self.counter, model, bs, explore, track_modes=not step.local_search)
         if step.local_search:
             score = self.teacher_reward if source == "teacher" else (lambda t: t.log_reward)
             traj = batches.refined(

@@ -203,6 +203,11 @@ class DiscreteEnv(ABC):
         moves = torch.arange(k, device=states.device).repeat(n).masked_fill(~exists.reshape(-1), -1)
         return self.step_or_stay(rep, moves).view(n, k, *shape), exists
 
+    def forced_stop(self, x: Tensor) -> Tensor:
+        """Whether stop is the only action allowed at each terminal state x (e.g. a grid coordinate at H-1)."""
+        mask = self.forward_mask(x)
+        return mask[:, self.stop] & (mask.sum(-1) == 1)
+
     def is_initial(self, states: Tensor) -> Tensor:
         return ~self.backward_mask(states).any(-1)
 

@@ -27,22 +27,19 @@ class RewardCounter:
         self.env, self.modes = env, modes
         self.calls = 0
 
-    def rewarded(self, traj: Trajectories) -> Trajectories:
+    def rewarded(self, traj: Trajectories, track_modes: bool = True) -> Trajectories:
         traj = self.env.with_rewards(traj)
         self.calls += traj.batch_size
-        self.modes.update(traj.terminal)
+        if track_modes:
+            self.modes.update(traj.terminal)
         return traj
 
-    def proposals(self, batches: list[Trajectories]) -> None:
-        """Proposals whose rewards were computed elsewhere (local search): counted, modes recorded."""
-        for p in batches:
-            self.calls += p.batch_size
-            self.modes.update(p.terminal)
 
-
-def on_policy(counter: RewardCounter, model: nn.Module, n: int, eps: float = 0.0) -> Trajectories:
+def on_policy(
+    counter: RewardCounter, model: nn.Module, n: int, eps: float = 0.0, track_modes: bool = True
+) -> Trajectories:
     """n rewarded trajectories of ``model`` (ε-uniform mixed in with ``eps``)."""
-    return counter.rewarded(counter.env.rollout(model, n, eps=eps))
+    return counter.rewarded(counter.env.rollout(model, n, eps=eps), track_modes)
 
 
 def replayed(env, buffer: ReplayBuffer, n: int, backward_model: nn.Module | None = None) -> Trajectories:
@@ -63,9 +60,11 @@ def refined(
     accept: str,
     backward_model: nn.Module | None = None,
 ) -> Trajectories:
-    """Back-and-forth local search on ``traj``; every proposal costs a reward call."""
+    """Back-and-forth local search on ``traj``. Every proposal costs a reward call; modes count on the
+    accepted batch only, as in the official grid code (pass ``traj`` sampled with ``track_modes=False``)."""
     traj, proposals = back_and_forth(counter.env, model, traj, score, iterations, back_ratio, accept, backward_model)
-    counter.proposals(proposals)
+    counter.calls += sum(p.batch_size for p in proposals)
+    counter.modes.update(traj.terminal)
     return traj
 
 

@@ -1,10 +1,13 @@
-"""Back-and-forth local search (LS-GFN, Kim et al., ICLR 2024).
+"""Back-and-forth local search (LS-GFN, Kim et al., ICLR 2024), as in the grid code of Kim et al. (2025).
 
-Each iteration takes a fresh P_B trajectory to the current x, destroys its back half (the last
-``back_ratio`` of its moves), rebuilds from there with a forward policy, and accepts the proposal x'
-greedily (score(x') >= score(x)) or by Metropolis–Hastings with proposal q(x'|x) = P_B(s|x)·P_F(x'|s):
+Each iteration takes a fresh P_B trajectory to the current x, destroys its back part and rebuilds from
+there with a forward policy. The destroyed part is the last ``int(back_ratio · n)`` of the trajectory's n
+states, counting x twice after a free stop (s_0, …, x, x) and once after a forced one (the official
+environment has no stop step there). The proposal x' is accepted greedily (score(x') > score(x), strictly:
+on the reward plateaus of the deceptive grid ``>=`` would make greedy search a random walk) or by
+Metropolis–Hastings with proposal q(x'|x) = P_B(s|x)·P_F(x'|s):
     log A = score(x') − score(x) + [Σ log P_B − Σ log P_F](s→x') − [Σ log P_B − Σ log P_F](s→x).
-The score is log R for the Student and log R_T for the Teacher.
+A rejected x keeps its previous trajectory. The score is log R for the Student and log R_T for the Teacher.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ def _suffix_log_ratio(env: DiscreteEnv, model: Policy, traj: Trajectories, keep:
     return ((lp.log_pb - lp.log_pf) * in_suffix).sum(1).to(torch.float64)
 
 
+def kept_moves(env: DiscreteEnv, back: Trajectories, back_ratio: float) -> torch.Tensor:
+    """How many moves of each trajectory the destroy step keeps: the trajectory's n states are s_0..s_k, x
+    (k moves, x twice after a free stop, once after a forced one) and the last int(back_ratio·n) go."""
+    moves = back.lengths - 1
+    forced = env.forced_stop(back.terminal).long()
+    n_back = torch.floor((moves + 2 - forced).to(torch.float64) * back_ratio).long()
+    return (moves - (n_back - 1 + forced)).clamp(min=0).minimum(moves)
+
+
 def back_and_forth(
     env: DiscreteEnv,
     model: Policy,
@@ -46,19 +58,18 @@ def back_and_forth(
     for _ in range(iterations):
         back = env.backward_rollout(cur.terminal, backward_model)
         back.log_reward = cur.log_reward
-        moves = back.lengths - 1
-        keep = torch.floor(moves.to(torch.float64) * (1.0 - back_ratio)).long()
+        keep = kept_moves(env, back, back_ratio)
         suffix = env.rollout(model, start=back.states[rows, keep])
         prop = env.with_rewards(env.splice(back, keep, suffix))
         proposals.append(prop)
         new_score = score_fn(prop)
         if accept == "greedy":
-            accepted = new_score >= cur_score
+            accepted = new_score > cur_score
         else:
             log_a = (new_score - cur_score) + _suffix_log_ratio(env, model, prop, keep)
             log_a = log_a - _suffix_log_ratio(env, model, back, keep)
             accepted = torch.rand(len(log_a), dtype=torch.float64).log() < log_a
-        both = concat_trajectories([prop, back])
+        both = concat_trajectories([prop, cur])
         cur = both.select(torch.where(accepted, rows, rows + traj.batch_size))
         cur_score = torch.where(accepted, new_score, cur_score)
     return cur, proposals

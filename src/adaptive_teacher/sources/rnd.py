@@ -42,9 +42,7 @@ class RandomNetworkDistillation(nn.Module):
         states = traj.states
         batch, n_states = states.shape[0], states.shape[1]
         rows = torch.arange(batch, device=states.device)
-        x = states[rows, traj.lengths - 1]
-        mask = env.forward_mask(x)
-        forced_stop = mask[:, env.stop] & (mask.sum(-1) == 1)
+        forced_stop = env.forced_stop(states[rows, traj.lengths - 1])
         t = torch.arange(n_states, device=states.device)[None, :]
         last = traj.lengths - forced_stop.long()  # index of the last state the loss averages over
         in_traj = t <= last[:, None]
