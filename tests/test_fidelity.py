@@ -112,7 +112,7 @@ def _hand_gafn_loss(env, policy, rnd, paths):
             else:
                 edges += math.log(p_b + r(states[t]) / math.exp(float(out(states[t])[1])))
         log_r = float(env.log_reward(x)[0])
-        delta = math.log(math.exp(log_r) + r(x) + 1e-8) + edges - float(policy.log_Z) - log_pf
+        delta = math.log(math.exp(log_r) + r(x) + 1e-8) + edges - float(policy.log_Z.detach()) - log_pf
         total += delta**2
         obs = states + ([] if forced else [x])
         rnd_terms.append(sum(float(rnd.error(env.features(s))[0].detach()) for s in obs) / len(obs))
