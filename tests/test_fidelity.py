@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -148,9 +149,11 @@ def test_gafn_loss_matches_the_official_formula_on_hand_made_trajectories():
         env.log_probs(policy, traj), policy.log_Z, traj.log_reward, intrinsic, forced_stop
     )
     expected_loss, expected_rnd = _hand_gafn_loss(env, policy, rnd, [stopped, forced])
-    assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
-    assert float(rnd_loss) == pytest.approx(expected_rnd, rel=1e-5)
-    assert float(intrinsic[0, 1]) == pytest.approx(0.01 * float(rnd.error(env.features(torch.tensor([[1, 0]])))[0]))
+    assert float(loss.detach()) == pytest.approx(expected_loss, rel=1e-5)
+    assert float(rnd_loss.detach()) == pytest.approx(expected_rnd, rel=1e-5)
+    assert float(intrinsic[0, 1]) == pytest.approx(
+        0.01 * float(rnd.error(env.features(torch.tensor([[1, 0]])))[0].detach())
+    )
 
 
 def test_greedy_local_search_is_strict_and_a_rejected_x_keeps_its_old_trajectory():
@@ -199,3 +202,59 @@ def test_local_search_counts_modes_on_the_accepted_batch_only():
     batch = tr.next_batch(ScheduledStep("student", local_search=True))
     assert tr.reward_calls - before == 16 * (1 + tr.cfg.ls_iterations)  # the batch and every proposal cost a call
     assert len(seen) == 1 and torch.equal(seen[0], batch.traj.terminal)
+
+
+def test_diffusion_teacher_details_follow_the_official_code(monkeypatch):
+    """Weight decay 1e-7 on both optimisers; the Teacher's clipping covers its time encoder only; the Teacher
+    trains on fresh bridge trajectories of the batch's x; its samples enter the buffer scored on fresh ones."""
+    env = DiffusionEnv(GMM25(), n_steps=5)
+    tr = Trainer(env, resolve_config("teacher", "diffusion", iterations=4, **DIFF))
+    tr.teacher_gate = -math.inf  # let every sample through, so each part runs
+    for opt in (tr.opt_student, tr.opt_teacher):
+        assert all(g["weight_decay"] == 1e-7 for g in opt.param_groups)
+    clipped, teacher_batches = [], []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip_spy(params, max_norm):
+        clipped.append(({id(p) for p in params}, max_norm))
+        return real_clip(params, max_norm)
+
+    original = Trainer._objective
+
+    def objective_spy(self, model, traj, log_reward):
+        if model is self.teacher:
+            teacher_batches.append(traj)
+        return original(self, model, traj, log_reward)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_spy)
+    monkeypatch.setattr(Trainer, "_objective", objective_spy)
+    batch = tr.next_batch(ScheduledStep("student"))
+    tr.train_step(batch)
+    assert clipped == [({id(p) for p in tr.teacher.time_encoder_parameters()}, 0.1)]  # the Student: no clipping
+    (seen,) = teacher_batches
+    assert torch.equal(seen.terminal, batch.traj.terminal) and not torch.equal(seen.states, batch.traj.states)
+    backward_calls = []
+    real_backward = env.backward_rollout
+    monkeypatch.setattr(env, "backward_rollout", lambda x, m=None: backward_calls.append(len(x)) or real_backward(x, m))
+    tr.next_batch(ScheduledStep("replay", teacher_feeds_buffer=True))
+    assert backward_calls[0] == tr.cfg.batch_size  # the Teacher's samples, scored on fresh bridges, then replay
+
+
+def test_kim2025_protocol_is_a_named_preset_of_their_diffusion_code(capsys, tmp_path):
+    from adaptive_teacher.cli import main as cli_main
+    from adaptive_teacher.errors import ConfigError
+
+    cfg = resolve_config("teacher", "diffusion", protocol="kim2025")
+    assert (cfg.batch_size, cfg.arch, cfg.hidden, cfg.eps, cfg.lr_milestones) == (500, "at256", 256, 0.0, (0.4, 0.8))
+    assert resolve_config("teacher", "diffusion").batch_size == 300  # Sendera et al.'s stays the default
+    with pytest.raises(ConfigError, match="protocol kim2025 fixes the task's t_scale = 1.0"):
+        Trainer(DiffusionEnv(GMM25(), n_steps=5), cfg)  # 25GMM's default σ² is Sendera's 5
+    with pytest.raises(ConfigError, match="protocol must be one of default"):
+        resolve_config("tb", "discrete", protocol="kim2025")
+    small = ["--iterations", "1", "--batch-size", "8", "--hidden", "8", "--n-steps", "3", "--n-evals", "1"]
+    small += ["--eval-samples", "4", "--final-eval-samples", "4", "--no-progress", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as info:
+        cli_main(["train", "--task", "gmm25", "--method", "tb", "--protocol", "kim2025", *small])
+    assert info.value.code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["task"]["t_scale"] == 1.0 and saved["config"]["protocol"] == "kim2025"

@@ -26,6 +26,7 @@ from adaptive_teacher.errors import (
     RunsFailed,
     command_line_option_names,
 )
+from adaptive_teacher.families import get_family
 from adaptive_teacher.tasks import DIFFUSION_TASKS, TASKS, default_budget, make_task, task_family, task_info, task_spec
 
 # Options that only pick what to run (train/compare options besides the config fields), with their defaults.
@@ -161,7 +162,9 @@ def _task(args: argparse.Namespace) -> dict[str, Any]:
     if name in DIFFUSION_TASKS:
         if args.height is not None:
             raise ConfigError(f"--height applies to grid tasks only; {name} is a diffusion task")
-        return {"name": name, "dim": args.dim, "n_steps": args.n_steps, "t_scale": args.t_scale}
+        fixed = get_family("diffusion").protocol_tasks.get(getattr(args, "protocol", None) or "default", {})
+        t_scale = args.t_scale if args.t_scale is not None else fixed.get("t_scale")
+        return {"name": name, "dim": args.dim, "n_steps": args.n_steps, "t_scale": t_scale}
     for flag, value in (("--n-steps", args.n_steps), ("--t-scale", args.t_scale)):
         if value is not None:
             raise ConfigError(f"{flag} applies to diffusion tasks only; {name} is a grid task")

@@ -84,7 +84,13 @@ class TrainConfig:
     )
     teacher_into_buffer: bool = _opt(False, "Teacher samples go to the buffer; the Student replays them")
     teacher_clip_grad_norm: float | None = _opt(None, "Teacher gradient clipping (default: clip_grad_norm)")
+    teacher_clip_scope: str = _opt(
+        "all", "what Teacher gradient clipping covers", "diffusion", choices=("all", "time_encoder")
+    )
+    teacher_on_backward: bool = _opt(False, "the Teacher trains on fresh backward trajectories of the batch's x")
     clip_grad_norm: float = _opt(1.0, "gradient-norm clipping (0: none)")
+    weight_decay: float = _opt(0.0, "Adam weight decay of both optimisers, log Z included")
+    protocol: str = _opt("default", "a paper's settings for this family: default, or kim2025 (diffusion)")
     lr_milestones: tuple[float, ...] = _opt((), "comma-separated budget fractions where every lr is ×0.1")
     eps_decay: bool = _opt(False, "exploration decays linearly to 0 over the first half of the budget")
     ls_every: int = _opt(0, "MALA local search on a buffer batch every this many iterations", "diffusion")
@@ -143,7 +149,13 @@ def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> T
             f"(got {given['reward_calls']} reward calls and {given['iterations']} iterations)"
         )
     fam = get_family(family)
-    return replace(TrainConfig(method=method, family=family), **{**fam.defaults, **fam.presets[method], **given})
+    protocol = given.get("protocol", "default")
+    if protocol not in fam.protocols:
+        raise ConfigError(
+            f"{option('protocol')} must be one of {', '.join(fam.protocols)} for {family} tasks (got {protocol!r})"
+        )
+    settings = {**fam.defaults, **fam.protocols[protocol], **fam.presets[method], **given}
+    return replace(TrainConfig(method=method, family=family), **settings)
 
 
 def _check_types(cfg: TrainConfig) -> None:
@@ -246,6 +258,15 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
             f"{o('teacher_clip_grad_norm')} must be >= 0 (got {cfg.teacher_clip_grad_norm})",
         ),
         (cfg.clip_grad_norm >= 0, f"{o('clip_grad_norm')} must be >= 0 (got {cfg.clip_grad_norm})"),
+        (cfg.weight_decay >= 0, f"{o('weight_decay')} must be >= 0 (got {cfg.weight_decay})"),
+        (
+            cfg.protocol in get_family(cfg.family).protocols,
+            f"{o('protocol')} must be one of {', '.join(get_family(cfg.family).protocols)} (got {cfg.protocol!r})",
+        ),
+        (
+            cfg.teacher_clip_scope in ("all", "time_encoder"),
+            f"{o('teacher_clip_scope')} must be 'all' or 'time_encoder' (got {cfg.teacher_clip_scope!r})",
+        ),
         (
             all(0.0 < m < 1.0 for m in cfg.lr_milestones),
             f"{o('lr_milestones')} must be in (0, 1) (got {cfg.lr_milestones})",

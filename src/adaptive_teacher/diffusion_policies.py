@@ -155,6 +155,11 @@ class DiffusionPolicy(nn.Module):
                 _zero_last(self.lgv_model[-1], 0.01)
         self.log_Z = nn.Parameter(torch.zeros(()))
 
+    def time_encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the time encoding (Fourier features and ``t_model``): what Kim et al.'s diffusion
+        code clips (max norm 0.1) in the Teacher."""
+        return list(self.time_features.parameters()) + list(self.t_model.parameters())
+
     def network_parameters(self) -> list[nn.Parameter]:
         """Every parameter except ``log_Z`` (which usually gets its own learning rate)."""
         return [p for name, p in self.named_parameters() if name != "log_Z"]

@@ -49,14 +49,20 @@ def build_schedule(cfg: TrainConfig) -> list[ScheduledStep]:
     return schedule.build_schedule(cfg.teacher, cfg.buffer != "none", back_and_forth, cfg.teacher_into_buffer)
 
 
-def _make_optimizer(model: nn.Module, lr: float, lr_log_z: float, extra: list[nn.Parameter] | None = None):
+def _make_optimizer(
+    model: nn.Module,
+    lr: float,
+    lr_log_z: float,
+    extra: list[nn.Parameter] | None = None,
+    weight_decay: float = 0.0,
+):
     """Adam with the network (lr), log Z (lr_log_z) and, as a third group, ``extra`` parameters trained
     beside the policy (GAFN's RND predictor, lr), which gradient clipping leaves alone (the grid code)."""
     body = [p for name, p in model.named_parameters() if name != "log_Z"]
     groups = [{"params": body, "lr": lr}, {"params": [model.log_Z], "lr": lr_log_z}]
     if extra:
         groups.append({"params": extra, "lr": lr})
-    return torch.optim.Adam(groups)
+    return torch.optim.Adam(groups, weight_decay=weight_decay)
 
 
 @dataclass
@@ -79,6 +85,12 @@ class Trainer:
                 f"the config is for {config.family} tasks but the task {task_spec(env)} is {self.family.name}"
             )
         validate(config)
+        for key, value in self.family.protocol_tasks.get(config.protocol, {}).items():
+            if getattr(env, key, value) != value:
+                raise ConfigError(
+                    f"{option('protocol')} {config.protocol} fixes the task's {key} = {value}, but this task has "
+                    f"{getattr(env, key)} ({option(key)} {value}, or leave it unset on the command line)"
+                )
         self.evaluator = self.family.make_evaluator(env, config)
         n_term = self.evaluator.n_terminal or getattr(env, "n_terminal_states", None)
         validate(config, n_term)
@@ -89,11 +101,14 @@ class Trainer:
         self.student = self.family.make_policy(env, config)
         self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale) if config.gafn else None
         extra = list(self.rnd.predictor.parameters()) if self.rnd is not None else None
-        self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra)
+        wd = config.weight_decay
+        self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra, weight_decay=wd)
         self.teacher = self.family.make_policy(env, config) if config.teacher else None
         teacher_lr = config.teacher_lr or config.lr * config.teacher_lr_scale
         self.opt_teacher = (
-            _make_optimizer(self.teacher, teacher_lr, config.lr_log_z) if self.teacher is not None else None
+            _make_optimizer(self.teacher, teacher_lr, config.lr_log_z, weight_decay=wd)
+            if self.teacher is not None
+            else None
         )
         self.buffer = None
         if config.buffer != "none":
@@ -178,8 +193,9 @@ class Trainer:
         cfg, bs = self.cfg, self.cfg.batch_size
         if step.teacher_feeds_buffer:
             assert self.teacher is not None and self.buffer is not None
+            gate, priority = self.teacher_gate, self.buffer_priority
             batches.teacher_into_buffer(
-                self.counter, self.teacher, self.buffer, bs, self.teacher_gate, self.buffer_priority
+                self.counter, self.teacher, self.buffer, bs, gate, priority, self.backward_model
             )
         source = step.source
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
@@ -217,11 +233,16 @@ class Trainer:
             return loss, delta
         return trajectory_balance(lp, model.log_Z, target)
 
-    def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> None:
+    def _clip_step(
+        self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float, params: list | None = None
+    ) -> None:
+        """One optimiser step; clipping covers ``params`` (default: the policy and its log Z, the first two
+        parameter groups)."""
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if max_norm > 0:  # the policy and its log Z (the first two groups)
-            params = [p for g in opt.param_groups[:2] for p in g["params"]]
+        if max_norm > 0:
+            if params is None:
+                params = [p for g in opt.param_groups[:2] for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, max_norm)
         opt.step()
 
@@ -259,11 +280,17 @@ class Trainer:
         if self.teacher is not None and bool(gate.any()):
             assert log_rt is not None and self.opt_teacher is not None
             rows = gate.nonzero().squeeze(1)
-            t_loss, _ = self._objective(self.teacher, traj.select(rows), log_rt[rows])
+            teacher_traj = traj.select(rows)
+            if cfg.teacher_on_backward:  # fresh backward trajectories of the same x (Kim et al.'s diffusion code)
+                fresh = self.env.backward_rollout(teacher_traj.terminal, self.backward_model)
+                fresh.log_reward = teacher_traj.log_reward
+                teacher_traj = fresh
+            t_loss, _ = self._objective(self.teacher, teacher_traj, log_rt[rows])
             if not torch.isfinite(t_loss):
                 raise TrainingDiverged(f"the Teacher loss became {t_loss.item()}")
             clip = cfg.clip_grad_norm if cfg.teacher_clip_grad_norm is None else cfg.teacher_clip_grad_norm
-            self._clip_step(self.opt_teacher, t_loss, clip)
+            scope = self.teacher.time_encoder_parameters() if cfg.teacher_clip_scope == "time_encoder" else None
+            self._clip_step(self.opt_teacher, t_loss, clip, scope)
             teacher_loss = t_loss.item()
         if self.buffer is not None:
             self._update_buffer(batch, self.buffer_priority(traj, delta), gate)

@@ -75,14 +75,18 @@ def teacher_into_buffer(
     n: int,
     gate: float,
     priority: ScoreFn,
+    backward_model: nn.Module | None = None,
 ) -> None:
-    """The diffusion Teacher's samples above the gate (log R > ``gate``) enter the buffer with ``priority``."""
+    """The diffusion Teacher's samples above the gate (log R > ``gate``) enter the buffer with ``priority``,
+    scored on a fresh backward trajectory of each x (the Student's δ there; Kim et al.'s diffusion code)."""
     traj = on_policy(counter, teacher, n)
     keep = traj.log_reward > gate
     if bool(keep.any()):
         traj = traj.select(keep.nonzero().squeeze(1))
         x = traj.terminal
-        buffer.add(x, counter.env.state_key(x), priority(traj), traj.log_reward)
+        back = counter.env.backward_rollout(x, backward_model)
+        back.log_reward = traj.log_reward
+        buffer.add(x, counter.env.state_key(x), priority(back), traj.log_reward)
 
 
 MALA_STEP_SIZE = 1e-3  # η at the start of every local-search call (``--ld_step`` of the official diffusion code)
