@@ -258,3 +258,26 @@ def test_kim2025_protocol_is_a_named_preset_of_their_diffusion_code(capsys, tmp_
     assert info.value.code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["task"]["t_scale"] == 1.0 and saved["config"]["protocol"] == "kim2025"
+
+
+def test_db_teacher_rewards_sum_per_transition_terms_with_the_papers_sign():
+    from adaptive_teacher.objectives import detailed_balance_residuals
+    from adaptive_teacher.sources.teacher import teacher_log_reward_transitions
+
+    resid = torch.tensor([[1.0, -1.0, 0.0]])  # d_t: over- then under-sampled transition; they telescope to 0
+    valid = torch.tensor([[True, True, False]])
+    log_r = torch.zeros(1, dtype=torch.float64)
+    got = teacher_log_reward_transitions(resid, valid, log_r, C=19.0, eps=1e-3)
+    # δ_t = −d_t: the second transition (δ = +1) is under-sampled and gets the weight 1 + C = 20.
+    assert float(got[0]) == pytest.approx(math.log(math.log(1.001 + 1.0) + math.log(1.001 + 20.0)))
+    telescoped = teacher_log_reward(torch.zeros(1), log_r, C=19.0, eps=1e-3)
+    assert float(got[0]) > float(telescoped[0]) + 5  # the old telescoped reward saw nothing wrong here
+
+    env = DeceptiveGrid(2, 6)
+    tr = Trainer(env, resolve_config("teacher-db", reward_calls=320, batch_size=16, hidden=16, progress=False))
+    batch = tr.next_batch(ScheduledStep("student"))
+    with torch.no_grad():
+        lp = env.log_probs(tr.student, batch.traj)
+        resid = detailed_balance_residuals(lp, batch.traj.log_reward.to(lp.log_pf.dtype))
+    expected = teacher_log_reward_transitions(resid, lp.valid, batch.traj.log_reward, 19.0, 0.0, 1e-3)
+    assert torch.allclose(tr.teacher_reward(batch.traj), expected)

@@ -20,11 +20,10 @@ def trajectory_balance(lp: StepLogProbs, log_Z: Tensor, log_reward: Tensor) -> t
     return (delta**2).mean(), delta
 
 
-def detailed_balance(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tensor]:
-    """DB (Bengio et al., 2023): per transition s→s', log F(s) + log P_F(s'|s) − log F(s') − log P_B(s|s');
-    the stop transition s→x uses log F(x-as-terminal) = log R(x). Loss = mean over trajectories of the
-    sum of squared per-transition residuals. Returns (loss, δ) with δ the telescoped residual (TB with
-    log Z = log F(s0))."""
+def detailed_balance_residuals(lp: StepLogProbs, log_reward: Tensor) -> Tensor:
+    """Per-transition DB residuals d_t = log F(s) + log P_F(s'|s) − log F(s') − log P_B(s|s'), [B, L], 0 on
+    padding; the stop transition s→x uses log F(x-as-terminal) = log R(x). (d_t > 0: the forward side is too
+    large, i.e. the opposite sign of the TB residual δ.)"""
     assert lp.log_flow is not None, "detailed balance needs a policy with a flow head"
     batch, length = lp.log_pf.shape
     next_flow = lp.log_flow.new_zeros((batch, length))
@@ -32,7 +31,16 @@ def detailed_balance(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tens
     stop_step = (lp.valid.sum(1) - 1)[:, None]
     steps = torch.arange(length, device=lp.valid.device)[None, :]
     next_flow = next_flow.where(steps != stop_step, log_reward[:, None].to(next_flow.dtype))
-    resid = (lp.log_flow + lp.log_pf - next_flow - lp.log_pb) * lp.valid
+    return (lp.log_flow + lp.log_pf - next_flow - lp.log_pb) * lp.valid
+
+
+def detailed_balance(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tensor]:
+    """DB (Bengio et al., 2023): per transition s→s', log F(s) + log P_F(s'|s) − log F(s') − log P_B(s|s');
+    the stop transition s→x uses log F(x-as-terminal) = log R(x). Loss = mean over trajectories of the
+    sum of squared per-transition residuals. Returns (loss, δ) with δ the telescoped residual (TB with
+    log Z = log F(s0))."""
+    resid = detailed_balance_residuals(lp, log_reward)
+    assert lp.log_flow is not None
     loss = (resid**2).sum(1).mean()
     delta = log_reward + lp.log_pb.sum(1) - lp.log_flow[:, 0] - lp.log_pf.sum(1)
     return loss, delta

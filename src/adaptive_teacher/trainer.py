@@ -34,9 +34,16 @@ from adaptive_teacher.envs.base import Trajectories
 from adaptive_teacher.errors import ConfigError, DataError, RunInterrupted, TrainingDiverged, option
 from adaptive_teacher.families import family_of, get_family
 from adaptive_teacher.metrics import ModeTracker
-from adaptive_teacher.objectives import detailed_balance, gafn_trajectory_balance, trajectory_balance, vargrad
+from adaptive_teacher.objectives import (
+    detailed_balance,
+    detailed_balance_residuals,
+    gafn_trajectory_balance,
+    trajectory_balance,
+    vargrad,
+)
 from adaptive_teacher.sources import RandomNetworkDistillation, ReplayBuffer, batches, schedule, teacher_log_reward
 from adaptive_teacher.sources.schedule import Batch, ScheduledStep
+from adaptive_teacher.sources.teacher import teacher_log_reward_transitions
 from adaptive_teacher.tasks import task_spec
 
 CHECKPOINT = run_dir.CHECKPOINT
@@ -164,8 +171,13 @@ class Trainer:
         """log R_T of each trajectory's x from the Student's residual (computed here when not given), with the
         config's α unless ``alpha`` is given."""
         c = self.cfg
-        delta = self.student_delta(traj) if delta is None else delta
         a = c.alpha if alpha is None else alpha
+        if c.objective == "db":  # per-transition terms of the Student's (current, pre-update) DB residuals
+            with torch.no_grad():
+                lp = self.env.log_probs(self.student, traj)
+                resid = detailed_balance_residuals(lp, traj.log_reward.to(lp.log_pf.dtype))
+            return teacher_log_reward_transitions(resid, lp.valid, traj.log_reward, c.C, a, c.teacher_eps)
+        delta = self.student_delta(traj) if delta is None else delta
         return teacher_log_reward(delta, traj.log_reward, c.C, a, c.teacher_eps, c.teacher_half_square)
 
     def buffer_priority(self, traj: Trajectories, delta: torch.Tensor | None = None) -> torch.Tensor:

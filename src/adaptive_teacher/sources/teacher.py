@@ -23,3 +23,25 @@ def teacher_log_reward(
     sq = delta**2 * (0.5 if half_square else 1.0)
     weight = 1.0 + C * (delta > 0).to(torch.float64)
     return torch.log(torch.log1p(eps + weight * sq)) + alpha * log_reward.to(torch.float64)
+
+
+def teacher_log_reward_transitions(
+    residuals: Tensor,
+    valid: Tensor,
+    log_reward: Tensor,
+    C: float = 19.0,
+    alpha: float = 0.0,
+    eps: float = 1e-3,
+) -> Tensor:
+    """log R_T of the DB Teacher: R_T(τ) = Σ_t log(1 + ε + (1 + C·1[δ_t > 0])·δ_t²) · R(x)^α over the
+    transitions of τ, with δ_t = −d_t the per-transition residual in the TB sign (δ_t > 0: the Student's
+    flow into the transition falls short of what it should pass on, i.e. it under-samples there).
+
+    As the grid code of Kim et al. (2025) (``teacher-db``), the Teacher's reward sums per-transition terms,
+    so residuals of opposite signs cannot cancel as they do in the telescoped δ. The official code weights
+    d_t > 0 (the over-sampled side), the inverse of the paper's rule; this follows the paper.
+    """
+    delta = -residuals.detach().to(torch.float64)
+    weight = 1.0 + C * (delta > 0).to(torch.float64)
+    per_step = torch.log1p(eps + weight * delta**2) * valid.to(torch.float64)
+    return per_step.sum(1).log() + alpha * log_reward.to(torch.float64)
