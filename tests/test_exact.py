@@ -50,3 +50,20 @@ def test_l1_of_target_is_zero_and_mean_convention():
     out = ev.l1(optimal_policy(env))
     assert out["l1"] < 1e-5
     assert out["l1_mean"] == out["l1"] / ev.n_terminal
+
+
+def test_log_z_bounds_work_on_discrete_environments_and_are_tight_at_the_optimum():
+    """ELBO = log Ẑ_IS = EUBO = log Z for the exact optimal policy (every log weight equals log Z)."""
+    from adaptive_teacher.metrics.bounds import log_z_bounds
+    from adaptive_teacher.metrics.exact import optimal_policy
+
+    env = DeceptiveGrid(2, 6)
+    policy = optimal_policy(env)
+    states = env.enumerate_states()
+    terminal = states[env.forward_mask(states)[:, env.stop]]
+    probs = env.log_reward(terminal).softmax(0)
+    target = terminal[torch.multinomial(probs, 300, replacement=True, generator=torch.Generator().manual_seed(0))]
+    b = log_z_bounds(env, policy, 300, target_samples=target)
+    for key in ("elbo", "log_Z_is", "eubo"):
+        assert b[key] == pytest.approx(env.log_partition(), abs=1e-5), key
+    assert b["delta_log_Z_elbo"] == pytest.approx(0, abs=1e-5) and b["samples"].shape == (300, 2)

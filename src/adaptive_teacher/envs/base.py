@@ -344,10 +344,11 @@ class DiscreteEnv(ABC):
         actions = torch.where(ta[None, :] == n_back[:, None], torch.full_like(actions, self.stop), actions)
         return Trajectories(states, actions, n_back + 1)
 
-    def log_probs(self, model: Policy, traj: Trajectories) -> StepLogProbs:
+    def log_probs(self, model: Policy, traj: Trajectories, dtype: torch.dtype | None = None) -> StepLogProbs:
         """Per-step log P_F, log P_B (and log F) of ``traj`` under ``model`` in one batched network pass.
 
-        Only the real transitions are evaluated (network, masks, softmax); padding gets zeros.
+        Only the real transitions are evaluated (network, masks, softmax); padding gets zeros. ``dtype``
+        casts the results (e.g. float64 for log Z bounds); by default they keep the network's dtype.
         """
         states, actions = traj.states, traj.actions
         batch, length = actions.shape
@@ -377,7 +378,11 @@ class DiscreteEnv(ABC):
             return v.new_zeros(batch * length).index_put((rows,), v).view(batch, length)
 
         flow = None if log_flow is None else padded(log_flow)
-        return StepLogProbs(padded(lpf), padded(lpb), flow, valid)
+        lp = StepLogProbs(padded(lpf), padded(lpb), flow, valid)
+        if dtype is not None:
+            lp.log_pf, lp.log_pb = lp.log_pf.to(dtype), lp.log_pb.to(dtype)
+            lp.log_flow = None if lp.log_flow is None else lp.log_flow.to(dtype)
+        return lp
 
     def splice(self, prefix: Trajectories, keep: Tensor, suffix: Trajectories) -> Trajectories:
         """Trajectory = the first ``keep`` transitions of ``prefix`` followed by ``suffix``.

@@ -1,6 +1,7 @@
-"""Evaluation of diffusion samplers: bounds and estimates of log Z, and the 2-Wasserstein distance.
+"""Bounds and estimates of log Z for any sampler whose log-probabilities the environment computes (diffusion
+samplers and discrete environments alike), and the 2-Wasserstein distance.
 
-For a trajectory τ = (x_0 = 0, …, x_1 = x) the log importance weight is
+For a trajectory τ = (s_0, …, x) (for diffusion x_0 = 0, …, x_1 = x) the log importance weight is
 
     w(τ) = log R(x) + Σ log P_B(τ | x) − Σ log P_F(τ)        (all sums in float64).
 
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 def _log_weights(env, model: nn.Module, traj) -> Tensor:
     lp = env.log_probs(model, traj, dtype=torch.float64)
-    log_r = env.log_reward(traj.states[:, -1])
+    log_r = env.log_reward(traj.terminal)
     return log_r + lp.log_pb.sum(1) - lp.log_pf.sum(1)
 
 
@@ -36,7 +37,7 @@ def log_z_bounds(
     ``n`` on-policy trajectories are drawn in batches of ``batch`` (no exploration); each target sample
     gets one backward-bridge trajectory. Returns ``elbo``, ``log_Z_is``, ``eubo`` (None without targets),
     ``log_Z`` (exact, None when unknown), ``delta_log_Z_elbo``, ``delta_log_Z_is`` (None when log Z is
-    unknown), ``n`` and ``samples`` (the n sampled x, float32 [n, dim], e.g. for plots or W2).
+    unknown), ``n`` and ``samples`` (the n sampled x, the terminal states, [n, ...], e.g. for plots or W2).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -49,15 +50,16 @@ def log_z_bounds(
             b = min(batch, n - done)
             traj = env.rollout(model, b)
             ws.append(_log_weights(env, model, traj))
-            xs.append(traj.states[:, -1])
+            xs.append(traj.terminal)
             done += b
         w = torch.cat(ws)
         elbo = float(w.mean())
         log_z_is = float(torch.logsumexp(w, 0) - math.log(w.numel()))
         eubo = None
         if target_samples is not None:
+            pb_model = model if getattr(model, "learn_pb", False) else None  # a learned P_B samples the bridge
             us = [
-                _log_weights(env, model, env.backward_rollout(target_samples[i : i + batch]))
+                _log_weights(env, model, env.backward_rollout(target_samples[i : i + batch], pb_model))
                 for i in range(0, target_samples.shape[0], batch)
             ]
             eubo = float(torch.cat(us).mean())
