@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(runners))
     gated = teacher.gated_rows[args.warmup :]
     print(
-        f"\nteacher schedule {teacher.schedule[:4]} (cyclic); the Teacher trained on "
+        f"\nteacher schedule {[str(s) for s in teacher.schedule[:4]]} (cyclic); the Teacher trained on "
         f"{100 * statistics.mean(gated):.0f} % of the rows of its batches on average (the gate: log R above "
         f"the 0.9 quantile under the initial Student); buffer size {len(teacher.buffer or [])} at the end"
     )
