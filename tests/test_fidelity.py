@@ -281,3 +281,34 @@ def test_db_teacher_rewards_sum_per_transition_terms_with_the_papers_sign():
         resid = detailed_balance_residuals(lp, batch.traj.log_reward.to(lp.log_pf.dtype))
     expected = teacher_log_reward_transitions(resid, lp.valid, batch.traj.log_reward, 19.0, 0.0, 1e-3)
     assert torch.allclose(tr.teacher_reward(batch.traj), expected)
+
+
+def test_db_with_per_replays_single_transitions():
+    from adaptive_teacher.objectives import detailed_balance_residuals
+    from adaptive_teacher.sources import transitions
+
+    env = DeceptiveGrid(2, 8)
+    cfg = resolve_config("teacher-db", buffer="teacher_reward", reward_calls=640, batch_size=16, hidden=16)
+    cfg.progress = False
+    tr = Trainer(env, cfg)
+    assert tr.transition_replay and tr.buffer.capacity == 1000
+    first = tr.next_batch(ScheduledStep("student"))
+    # The per-transition DB residuals of whole trajectories and of their transitions one by one agree.
+    t = transitions.transitions_of(env, first.traj)
+    with torch.no_grad():
+        lp = env.log_probs(tr.student, first.traj)
+        whole = detailed_balance_residuals(lp, first.traj.log_reward.to(lp.log_pf.dtype))[lp.valid]
+        single = transitions.residuals(env, tr.student, t, t.log_reward)
+    assert torch.allclose(whole, single, atol=1e-5)
+    tr.train_step(first)
+    assert len(tr.buffer) == len(set(transitions.pair_keys(env, t).tolist()))  # every transition, de-duplicated
+    replay = tr.next_batch(ScheduledStep("replay"))
+    rt = replay.traj
+    assert isinstance(rt, transitions.Transitions) and rt.batch_size == 16 * (8 // 2)
+    moves = ~rt.stop
+    assert torch.equal(env.step(rt.parents[moves], rt.actions[moves]), rt.children[moves])  # actions recovered
+    assert torch.equal(rt.parents[rt.stop], rt.children[rt.stop])
+    result = tr.train_step(replay)
+    assert math.isfinite(result.loss) and math.isfinite(result.teacher_loss)
+    tr.train()  # the whole schedule runs
+    assert tr.reward_calls >= 640

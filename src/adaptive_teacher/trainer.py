@@ -41,7 +41,14 @@ from adaptive_teacher.objectives import (
     trajectory_balance,
     vargrad,
 )
-from adaptive_teacher.sources import RandomNetworkDistillation, ReplayBuffer, batches, schedule, teacher_log_reward
+from adaptive_teacher.sources import (
+    RandomNetworkDistillation,
+    ReplayBuffer,
+    batches,
+    schedule,
+    teacher_log_reward,
+    transitions,
+)
 from adaptive_teacher.sources.schedule import Batch, ScheduledStep
 from adaptive_teacher.sources.teacher import teacher_log_reward_transitions
 from adaptive_teacher.tasks import task_spec
@@ -118,7 +125,11 @@ class Trainer:
             else None
         )
         self.buffer = None
-        if config.buffer != "none":
+        # DB with PER replays single transitions (the official trainer_db.py); other buffers hold terminal x.
+        self.transition_replay = config.objective == "db" and config.buffer == "teacher_reward"
+        if self.transition_replay:
+            self.buffer = transitions.make_buffer(env, config.buffer_size)
+        elif config.buffer != "none":
             capacity = config.buffer_size or max(1, int(0.1 * (n_term or 10_000 * config.batch_size)))
             self.buffer = ReplayBuffer(capacity, tuple(env.initial_states(1).shape[1:]), env.state_dtype)
         self.modes = ModeTracker(env)
@@ -210,6 +221,8 @@ class Trainer:
                 self.counter, self.teacher, self.buffer, bs, gate, priority, self.backward_model
             )
         source = step.source
+        if source == "replay" and self.buffer is not None and len(self.buffer) > 0 and self.transition_replay:
+            return Batch(transitions.sample(self.env, self.buffer, transitions.replay_size(self.env, bs)), "replay")
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
             return Batch(batches.replayed(self.env, self.buffer, bs, self.backward_model), "replay")
         if source == "replay":
@@ -272,6 +285,8 @@ class Trainer:
         """Student step on the batch, then the Teacher's on the same batch with R_T from the pre-update δ;
         then the buffer takes the batch's new x (priority log R or log R_T)."""
         cfg, traj = self.cfg, batch.traj
+        if isinstance(traj, transitions.Transitions):
+            return self._train_on_transitions(traj)
         assert traj.log_reward is not None
         rnd_loss = None
         if self.rnd is not None:  # GAFN: augmented flows with RND intrinsic rewards
@@ -286,6 +301,7 @@ class Trainer:
         log_rt = (
             self.teacher_reward(traj, delta) if self.teacher is not None or cfg.buffer == "teacher_reward" else None
         )
+        priority = self._buffer_priority_before_update(traj, delta) if self.buffer is not None else None
         self._clip_step(self.opt_student, total, cfg.clip_grad_norm)
         teacher_loss = math.nan
         gate = traj.log_reward > self.teacher_gate
@@ -305,7 +321,40 @@ class Trainer:
             self._clip_step(self.opt_teacher, t_loss, clip, scope)
             teacher_loss = t_loss.item()
         if self.buffer is not None:
-            self._update_buffer(batch, self.buffer_priority(traj, delta), gate)
+            self._update_buffer(batch, priority, gate)
+        return StepResult(loss.item(), teacher_loss)
+
+    def _buffer_priority_before_update(self, traj: Trajectories, delta: torch.Tensor) -> torch.Tensor:
+        """The buffer priorities of a batch from the Student's pre-update residuals: per transition (log of
+        the Teacher-reward term, without R^α) for transition replay, per x otherwise."""
+        if not self.transition_replay:
+            return self.buffer_priority(traj, delta)
+        c = self.cfg
+        with torch.no_grad():
+            lp = self.env.log_probs(self.student, traj)
+            resid = detailed_balance_residuals(lp, traj.log_reward.to(lp.log_pf.dtype))
+        per_step = teacher_log_reward(-resid, torch.zeros_like(resid, dtype=torch.float64), c.C, 0.0, c.teacher_eps)
+        return per_step[lp.valid]
+
+    def _train_on_transitions(self, t: transitions.Transitions) -> StepResult:
+        """A replay step of single transitions (DB + PER): both models on the per-transition DB loss; the
+        Teacher's stop transitions target log R_T of the Student's pre-update residual there."""
+        cfg = self.cfg
+        d = transitions.residuals(self.env, self.student, t, t.log_reward)
+        loss = (d**2).mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the Student loss became {loss.item()}")
+        teacher_target = teacher_log_reward(-d.detach(), t.log_reward, cfg.C, cfg.alpha, cfg.teacher_eps)
+        self._clip_step(self.opt_student, loss, cfg.clip_grad_norm)
+        teacher_loss = math.nan
+        if self.teacher is not None:
+            assert self.opt_teacher is not None
+            t_loss = (transitions.residuals(self.env, self.teacher, t, teacher_target) ** 2).mean()
+            if not torch.isfinite(t_loss):
+                raise TrainingDiverged(f"the Teacher loss became {t_loss.item()}")
+            clip = cfg.clip_grad_norm if cfg.teacher_clip_grad_norm is None else cfg.teacher_clip_grad_norm
+            self._clip_step(self.opt_teacher, t_loss, clip)
+            teacher_loss = t_loss.item()
         return StepResult(loss.item(), teacher_loss)
 
     def _update_buffer(self, batch: Batch, priority: torch.Tensor | None, gate: torch.Tensor) -> None:
@@ -316,6 +365,10 @@ class Trainer:
         cfg, traj = self.cfg, batch.traj
         keys = self.env.state_key(traj.terminal)
         teacher_fills = cfg.teacher and cfg.teacher_into_buffer and len(self.buffer) > 0
+        if self.transition_replay:
+            if batch.fresh:
+                transitions.add(self.env, self.buffer, transitions.transitions_of(self.env, traj), priority)
+            return
         if batch.fresh and not teacher_fills and (len(self.buffer) == 0 or bool(gate.any())):
             rows = gate.nonzero().squeeze(1) if len(self.buffer) > 0 else torch.arange(traj.batch_size)
             self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
