@@ -6,6 +6,7 @@ from adaptive_teacher.densities import Density
 from adaptive_teacher.envs import DeceptiveGrid, DiffusionEnv, DiscreteEnv, Hypergrid, Trajectories
 from adaptive_teacher.envs.bitstring import BitString
 from adaptive_teacher.envs.check import check_env
+from adaptive_teacher.envs.strings import PrependAppendStrings
 from adaptive_teacher.errors import (
     AdaptiveTeacherError,
     ConfigError,
@@ -15,6 +16,7 @@ from adaptive_teacher.errors import (
     RunsFailed,
     TrainingDiverged,
 )
+from adaptive_teacher.ssr import SSRPolicy
 from adaptive_teacher.trainer import Trainer
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "Hypergrid",
     "DeceptiveGrid",
     "BitString",
+    "PrependAppendStrings",
+    "SSRPolicy",
     "check_env",
     "Trajectories",
     "AdaptiveTeacherError",

@@ -5,6 +5,7 @@ from adaptive_teacher.envs.bitstring import BitString
 from adaptive_teacher.envs.check import check_env
 from adaptive_teacher.envs.diffusion import DiffusionEnv
 from adaptive_teacher.envs.hypergrid import DeceptiveGrid, Hypergrid, deceptive_grid_reward
+from adaptive_teacher.envs.strings import PrependAppendStrings
 
 TaskEnv = DiscreteEnv | DiffusionEnv  # what the trainer accepts
 
@@ -17,5 +18,6 @@ __all__ = [
     "DeceptiveGrid",
     "deceptive_grid_reward",
     "BitString",
+    "PrependAppendStrings",
     "check_env",
 ]
