@@ -4,18 +4,13 @@ import torch
 from adaptive_teacher.envs import DeceptiveGrid
 from adaptive_teacher.metrics import ExactEvaluator
 from adaptive_teacher.objectives import trajectory_balance
-from adaptive_teacher.policies import DiscretePolicy
 
-from .helpers import optimal_policy
+from .helpers import far_from_uniform_policy, optimal_policy
 
 
 def test_dp_distribution_sums_to_one_and_matches_sampling():
-    torch.manual_seed(0)
     env = DeceptiveGrid(2, 8)
-    model = DiscretePolicy(env.n_features, env.n_actions, env.n_backward_actions, hidden=32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)  # a far-from-uniform policy
+    model = far_from_uniform_policy(env, seed=0)
     ev = ExactEvaluator(env)
     p = ev.distribution(model)
     assert abs(float(p.sum()) - 1.0) < 1e-9

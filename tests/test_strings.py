@@ -20,6 +20,8 @@ from adaptive_teacher.metrics.exact import ExactEvaluator, optimal_policy
 from adaptive_teacher.policies import DiscretePolicy
 from adaptive_teacher.ssr import SSRExactEvaluator, SSRPolicy, make_ssr_policy
 
+from .helpers import far_from_uniform_policy
+
 
 def peaked(x: torch.Tensor) -> torch.Tensor:
     """A reward with structure in both ends of the string: 0.1 + #zeros + 3·[first char == last char]."""
@@ -101,11 +103,7 @@ def test_optimal_policy_is_exact_with_zero_tb_residual(a, n):
 @pytest.mark.parametrize(("a", "n"), SIZES, ids=IDS)
 def test_sampled_frequencies_match_the_exact_distribution(a, n):
     env = tiny(a, n)
-    torch.manual_seed(1)
-    model = DiscretePolicy(env.n_features, env.n_actions, env.n_backward_actions, 32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)  # a far-from-uniform policy
+    model = far_from_uniform_policy(env, seed=1)
     ev = ExactEvaluator(env)
     p = ev.distribution(model)
     assert abs(float(p.sum()) - 1.0) < 1e-9
