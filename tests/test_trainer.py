@@ -103,12 +103,12 @@ def test_nan_loss_stops_and_keeps_checkpoint_and_metrics(tmp_path, monkeypatch):
     state = {"steps": 0}
 
     def poisoned(self, model, traj, log_reward):
-        loss, delta = original(self, model, traj, log_reward)
+        loss, *rest = original(self, model, traj, log_reward)
         if model is self.student and torch.is_grad_enabled():
             state["steps"] += 1
             if state["steps"] > 15:
                 loss = loss * float("nan")
-        return loss, delta
+        return (loss, *rest)
 
     monkeypatch.setattr(Trainer, "_objective", poisoned)
     with pytest.raises(TrainingDiverged, match="Student loss became nan at step 15"):

@@ -34,16 +34,16 @@ def detailed_balance_residuals(lp: StepLogProbs, log_reward: Tensor) -> Tensor:
     return (lp.log_flow + lp.log_pf - next_flow - lp.log_pb) * lp.valid
 
 
-def detailed_balance(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tensor]:
+def detailed_balance(lp: StepLogProbs, log_reward: Tensor, return_residuals: bool = False):
     """DB (Bengio et al., 2023): per transition s→s', log F(s) + log P_F(s'|s) − log F(s') − log P_B(s|s');
     the stop transition s→x uses log F(x-as-terminal) = log R(x). Loss = mean over trajectories of the
     sum of squared per-transition residuals. Returns (loss, δ) with δ the telescoped residual (TB with
-    log Z = log F(s0))."""
+    log Z = log F(s0)), and the per-transition residuals [B, L] too with ``return_residuals``."""
     resid = detailed_balance_residuals(lp, log_reward)
     assert lp.log_flow is not None
     loss = (resid**2).sum(1).mean()
     delta = log_reward + lp.log_pb.sum(1) - lp.log_flow[:, 0] - lp.log_pf.sum(1)
-    return loss, delta
+    return (loss, delta, resid) if return_residuals else (loss, delta)
 
 
 def vargrad(lp: StepLogProbs, log_reward: Tensor) -> tuple[Tensor, Tensor]:

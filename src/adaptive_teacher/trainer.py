@@ -36,7 +36,6 @@ from adaptive_teacher.families import family_of, get_family
 from adaptive_teacher.metrics import ModeTracker
 from adaptive_teacher.objectives import (
     detailed_balance,
-    detailed_balance_residuals,
     gafn_trajectory_balance,
     trajectory_balance,
     vargrad,
@@ -176,26 +175,35 @@ class Trainer:
         with torch.no_grad():
             return self._objective(self.student, traj, traj.log_reward)[1]
 
+    def _student_db_residuals(self, traj: Trajectories) -> torch.Tensor:
+        """The Student's current per-transition DB residuals of ``traj`` (no grad), [B, L]."""
+        with torch.no_grad():
+            return self._objective(self.student, traj, traj.log_reward)[2]
+
     def teacher_reward(
-        self, traj: Trajectories, delta: torch.Tensor | None = None, alpha: float | None = None
+        self,
+        traj: Trajectories,
+        delta: torch.Tensor | None = None,
+        alpha: float | None = None,
+        per_step: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """log R_T of each trajectory's x from the Student's residual (computed here when not given), with the
-        config's α unless ``alpha`` is given."""
+        """log R_T of each trajectory's x from the Student's residual δ (DB: its per-transition residuals
+        ``per_step``), computed here when not given, with the config's α unless ``alpha`` is given."""
         c = self.cfg
         a = c.alpha if alpha is None else alpha
         if c.objective == "db":  # per-transition terms of the Student's (current, pre-update) DB residuals
-            with torch.no_grad():
-                lp = self.env.log_probs(self.student, traj)
-                resid = detailed_balance_residuals(lp, traj.log_reward.to(lp.log_pf.dtype))
-            return teacher_log_reward_transitions(resid, lp.valid, traj.log_reward, c.C, a, c.teacher_eps)
+            resid = self._student_db_residuals(traj) if per_step is None else per_step
+            return teacher_log_reward_transitions(resid, traj.valid(), traj.log_reward, c.C, a, c.teacher_eps)
         delta = self.student_delta(traj) if delta is None else delta
         return teacher_log_reward(delta, traj.log_reward, c.C, a, c.teacher_eps, c.teacher_half_square)
 
-    def buffer_priority(self, traj: Trajectories, delta: torch.Tensor | None = None) -> torch.Tensor:
+    def buffer_priority(
+        self, traj: Trajectories, delta: torch.Tensor | None = None, per_step: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The PER priority of x: log R_T without the R^α factor (α enters only the Teacher's loss, as in the
         official code of Kim et al. 2025); PRT: log R."""
         if self.cfg.buffer == "teacher_reward":
-            return self.teacher_reward(traj, delta, alpha=0.0)
+            return self.teacher_reward(traj, delta, alpha=0.0, per_step=per_step)
         assert traj.log_reward is not None
         return traj.log_reward
 
@@ -247,16 +255,18 @@ class Trainer:
 
     # ---- one optimisation step --------------------------------------------------------------------
     def _objective(self, model: nn.Module, traj: Trajectories, log_reward: torch.Tensor):
+        """(loss, δ, the detached per-transition DB residuals or None) of ``model`` on ``traj``."""
         lp = self.env.log_probs(model, traj)
         target = log_reward.to(lp.log_pf.dtype)
         if self.cfg.objective == "db":
-            return detailed_balance(lp, target)
+            loss, delta, resid = detailed_balance(lp, target, return_residuals=True)
+            return loss, delta, resid.detach()
         if self.cfg.objective == "vargrad":
             loss, delta = vargrad(lp, target)
             with torch.no_grad():  # keep the batch estimate log Ẑ = mean w as the reported log Z
                 model.log_Z.fill_(float((target + lp.log_pb.sum(1) - lp.log_pf.sum(1)).mean()))
-            return loss, delta
-        return trajectory_balance(lp, model.log_Z, target)
+            return loss, delta, None
+        return (*trajectory_balance(lp, model.log_Z, target), None)
 
     def _clip_step(
         self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float, params: list | None = None
@@ -293,15 +303,15 @@ class Trainer:
             intrinsic, forced_stop, rnd_loss = self.rnd.on_trajectories(self.env, traj)
             lp = self.env.log_probs(self.student, traj)
             loss, delta = gafn_trajectory_balance(lp, self.student.log_Z, traj.log_reward, intrinsic, forced_stop)
+            per_step = None
         else:
-            loss, delta = self._objective(self.student, traj, traj.log_reward)
+            loss, delta, per_step = self._objective(self.student, traj, traj.log_reward)
         total = loss if rnd_loss is None else loss + rnd_loss
         if not torch.isfinite(total):
             raise TrainingDiverged(f"the Student loss became {total.item()}")
-        log_rt = (
-            self.teacher_reward(traj, delta) if self.teacher is not None or cfg.buffer == "teacher_reward" else None
-        )
-        priority = self._buffer_priority_before_update(traj, delta) if self.buffer is not None else None
+        needs_rt = self.teacher is not None or cfg.buffer == "teacher_reward"
+        log_rt = self.teacher_reward(traj, delta, per_step=per_step) if needs_rt else None
+        priority = self._buffer_priority_before_update(traj, delta, per_step) if self.buffer is not None else None
         self._clip_step(self.opt_student, total, cfg.clip_grad_norm)
         teacher_loss = math.nan
         gate = traj.log_reward > self.teacher_gate
@@ -313,7 +323,7 @@ class Trainer:
                 fresh = self.env.backward_rollout(teacher_traj.terminal, self.backward_model)
                 fresh.log_reward = teacher_traj.log_reward
                 teacher_traj = fresh
-            t_loss, _ = self._objective(self.teacher, teacher_traj, log_rt[rows])
+            t_loss = self._objective(self.teacher, teacher_traj, log_rt[rows])[0]
             if not torch.isfinite(t_loss):
                 raise TrainingDiverged(f"the Teacher loss became {t_loss.item()}")
             clip = cfg.clip_grad_norm if cfg.teacher_clip_grad_norm is None else cfg.teacher_clip_grad_norm
@@ -324,17 +334,17 @@ class Trainer:
             self._update_buffer(batch, priority, gate)
         return StepResult(loss.item(), teacher_loss)
 
-    def _buffer_priority_before_update(self, traj: Trajectories, delta: torch.Tensor) -> torch.Tensor:
+    def _buffer_priority_before_update(
+        self, traj: Trajectories, delta: torch.Tensor, per_step: torch.Tensor | None
+    ) -> torch.Tensor:
         """The buffer priorities of a batch from the Student's pre-update residuals: per transition (log of
         the Teacher-reward term, without R^α) for transition replay, per x otherwise."""
         if not self.transition_replay:
-            return self.buffer_priority(traj, delta)
+            return self.buffer_priority(traj, delta, per_step)
         c = self.cfg
-        with torch.no_grad():
-            lp = self.env.log_probs(self.student, traj)
-            resid = detailed_balance_residuals(lp, traj.log_reward.to(lp.log_pf.dtype))
-        per_step = teacher_log_reward(-resid, torch.zeros_like(resid, dtype=torch.float64), c.C, 0.0, c.teacher_eps)
-        return per_step[lp.valid]
+        resid = self._student_db_residuals(traj) if per_step is None else per_step
+        terms = teacher_log_reward(-resid, torch.zeros_like(resid, dtype=torch.float64), c.C, 0.0, c.teacher_eps)
+        return terms[traj.valid()]
 
     def _train_on_transitions(self, t: transitions.Transitions) -> StepResult:
         """A replay step of single transitions (DB + PER): both models on the per-transition DB loss; the
