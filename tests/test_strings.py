@@ -1,7 +1,7 @@
 """The prepend/append string MDP, the SSR policy and the table tasks (QM9, TFBind8) of the shared data folder.
 
-The environment and policy tests need no data; the task tests read ``../shared/data`` (or
-``$ADAPTIVE_TEACHER_DATA``) and are skipped, saying so, when the folder is absent.
+The environment and policy tests need no data; the task tests read the copy of the data files shipped in
+``tests/data`` (conftest.py points ``$ADAPTIVE_TEACHER_DATA`` there unless it is set).
 """
 
 from __future__ import annotations
@@ -195,10 +195,6 @@ def test_ssr_trains_through_the_trainer(method):
 
 
 # ---- the table tasks (shared data) ------------------------------------------------------------------------
-HAS_DATA = (default_data_dir() / "qm9" / "rewards.npz").is_file()
-needs_data = pytest.mark.skipif(
-    not HAS_DATA, reason=f"biochemical task data not found at {default_data_dir()} (set {DATA_ENV_VAR})"
-)
 
 # shared/data/README.md: (task, β) -> (logZ_scaled, E[r], target mass on the modes)
 REFERENCE = {
@@ -209,7 +205,6 @@ REFERENCE = {
 }
 
 
-@needs_data
 @pytest.mark.parametrize(("name", "beta"), list(REFERENCE), ids=[f"{n}-beta{b}" for n, b in REFERENCE])
 def test_reference_constants_from_the_enumeration(name, beta):
     env = make_string_task(name, beta)
@@ -227,7 +222,6 @@ def test_reference_constants_from_the_enumeration(name, beta):
     assert abs(c["logZ_scaled"] - log_z) < 1e-4 and abs(c["expected_r"] - e_r) < 1e-4
 
 
-@needs_data
 def test_tasks_read_strings_left_to_right():
     env = tfbind8()
     best = env.from_strings(["AGGTATCA", "TGATACCT", "ACTATGGA", "GGCCGGCC"])  # the maxima, one reversed, the min
@@ -239,7 +233,6 @@ def test_tasks_read_strings_left_to_right():
     assert float(q.raw_reward(q.from_strings(["aaaaa"]))[0]) != float(q.raw_reward(q.from_strings(["00000"]))[0])
 
 
-@needs_data
 def test_tasks_pass_check_env_and_keep_official_floors():
     for env in (qm9(), tfbind8()):
         check_env(env, n_samples=32)
@@ -248,7 +241,6 @@ def test_tasks_pass_check_env_and_keep_official_floors():
     assert float(tfbind8(beta=20).log_reward_table.min()) >= math.log(1e-20) - 1e-9
 
 
-@needs_data
 def test_ssr_exact_evaluation_on_qm9_sums_to_one():
     env = qm9()
     torch.manual_seed(0)

@@ -47,10 +47,20 @@ MANIFEST: dict[str, tuple[int, str]] = {
     "seh/blocks.json": (1_017, "39c716f17ac51bbb36ed99d2c02934b0d78b2800c1f4197e1b782f63937bb6dc"),
     "seh/gbr_trees.npz": (58_692, "4140642571f0de1e1a94a0811fdc4890e0de4e6097272aba1decb838a87354ff"),
     "seh/modes.txt": (903, "4cd2f57375c50531ea292d9a15999581ad7b1f4a0ab32ce221402008d707fc9e"),
+    "seh/true_samples_beta6.txt": (14_336, "de0870abc94839b5182fa4ca2f3f213b349dd6fcb6c2ed03212115e2f4c85ce4"),
+    "seh/true_samples_scaled_beta6.txt": (14_336, "b36bd48da21305dc7d94627cd4d87bc6d5b12038265fd07a8488a9c738f0064e"),
     "tfbind8/rewards.npz": (341_613, "baf67ff1c98d985efdc3ee7e888f3fa0b922178958f7b4dcfe7473bed3d6547d"),
     "tfbind8/modes.txt": (2_952, "893342a82be3cb6c5bb6594c3b2c06c81d243fcd0424b9b5ff67d605fba5bcf3"),
     "rna/L14_RNA1_info.csv": (5_044, "53bb004f80eb3c05e78fba258ad4b07ecd4db6142dc28055682541e8a954956a"),
+    "rna/L14_RNA2_info.csv": (5_035, "d5ca89b6c84839e052a5a131d2f5bd69a35348d9a3eab006b69e04a40ad03015"),
+    "rna/L14_RNA3_info.csv": (5_090, "c9ddcfed96ce57507024502a20ac4c8d557d6e1287604a5a01169db4c435103e"),
     "rna/L14_RNA1_modes.txt": (134_505, "d9a672fc02274ecbe390a283533e5dae0fb9faacf98d0b097c94ee5b7b96036a"),
+    "rna/L14_RNA2_modes.txt": (126_030, "88b85caedd80ae6bba418a41e99fab6c4938f3b183e1611457f4e9c9dec79c02"),
+    "rna/L14_RNA3_modes.txt": (111_000, "da52fe9791b5f2d6d966349da52da8bfc896ac26294fe3fec1b802b5029910bd"),
+    "rna/L14_RNA1_true_samples_beta40.txt": (
+        30_720,
+        "e0cca408f5434ff335045f6a213f64f44f7e2a8d51cc4b415ca5239de3d5ec60",
+    ),
 }
 _VERIFIED: dict[Path, tuple[int, int]] = {}  # resolved path -> (size, mtime_ns) when its sha256 was checked
 
