@@ -41,7 +41,7 @@ def test_an_environment_without_a_family_is_an_error_that_says_what_to_add():
 
 
 def test_an_unknown_family_is_an_error():
-    with pytest.raises(ConfigError, match="unknown task family 'strings'"):
-        get_family("strings")
+    with pytest.raises(ConfigError, match="unknown task family 'proteins'"):
+        get_family("proteins")
     with pytest.raises(ConfigError, match="unknown task family"):
-        resolve_config("tb", "strings")
+        resolve_config("tb", "proteins")

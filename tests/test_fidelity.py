@@ -193,9 +193,9 @@ def test_local_search_counts_modes_on_the_accepted_batch_only():
     seen = []
     original = tr.modes.update
 
-    def spy(x):
+    def spy(x, log_reward=None):
         seen.append(x.clone())
-        original(x)
+        original(x, log_reward)
 
     tr.modes.update = spy
     before = tr.reward_calls

@@ -257,5 +257,9 @@ def test_missing_or_damaged_data_is_a_data_error(tmp_path, monkeypatch):
     (tmp_path / "tfbind8" / "rewards.npz").write_bytes(b"not an npz")
     with pytest.raises(DataError, match=rf"sha256.*{DATA_ENV_VAR}"):
         tfbind8()
+    with pytest.raises(DataError, match=r"tfbind8/rewards\.npz.*expected 341613 bytes, sha256 baf67ff1c98d985e"):
+        tfbind8()
+    with pytest.raises(DataError, match=r"qm9/rewards\.npz not found.*sha256 98aa001713348ff9e4e9a2f1272b8ee3"):
+        qm9()
     with pytest.raises(ConfigError, match="unknown string task"):
-        make_string_task("seh")
+        make_string_task("sehstr")

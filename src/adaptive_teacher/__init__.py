@@ -16,6 +16,7 @@ from adaptive_teacher.errors import (
     RunsFailed,
     TrainingDiverged,
 )
+from adaptive_teacher.sequence import SequenceEnv
 from adaptive_teacher.ssr import SSRPolicy
 from adaptive_teacher.trainer import Trainer
 
@@ -35,6 +36,7 @@ __all__ = [
     "DeceptiveGrid",
     "BitString",
     "PrependAppendStrings",
+    "SequenceEnv",
     "SSRPolicy",
     "check_env",
     "Trajectories",

@@ -66,7 +66,7 @@ def train(
     budget = default_budget(env) if reward_calls is None and options.get("iterations") is None else {}
     if reward_calls is not None:
         budget["reward_calls"] = reward_calls
-    cfg = resolve_config(method, task_family(env), seed=seed, **{**budget, **options})
+    cfg = resolve_config(method, task_family(env), task_spec(env), seed=seed, **{**budget, **options})
     trainer = Trainer(env, cfg, out, overwrite=overwrite)
     summary = trainer.train()
     teacher = Sampler(env, trainer.teacher) if trainer.teacher is not None else None

@@ -27,7 +27,16 @@ from adaptive_teacher.errors import (
     command_line_option_names,
 )
 from adaptive_teacher.families import get_family
-from adaptive_teacher.tasks import DIFFUSION_TASKS, TASKS, default_budget, make_task, task_family, task_info, task_spec
+from adaptive_teacher.tasks import (
+    DIFFUSION_TASKS,
+    STRING_TASKS,
+    TASKS,
+    default_budget,
+    make_task,
+    task_family,
+    task_info,
+    task_spec,
+)
 
 # Options that only pick what to run (train/compare options besides the config fields), with their defaults.
 TASK_DEFAULTS = {"task": "deceptive-grid", "height": 16}
@@ -42,6 +51,13 @@ def _task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-steps", type=int, default=None, help="diffusion: Euler–Maruyama steps T (default: 100)")
     g.add_argument(
         "--t-scale", type=float, default=None, help="diffusion: σ² of the reference process (default: the target's)"
+    )
+    g.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="strings: reward exponent β (default: Kim et al.'s qm9 20, seh 6, tfbind8 20, rna 40; LS-GFN and "
+        "Shen et al. use 5, 6, 3, 8)",
     )
 
 
@@ -101,8 +117,9 @@ def _budget(args: argparse.Namespace, env) -> dict[str, int]:
 
 def _method_help() -> str:
     return (
-        f"method preset; discrete tasks: {', '.join(methods_for('discrete'))}; "
-        f"diffusion tasks: {', '.join(methods_for('diffusion'))} (default: teacher)"
+        f"method preset; grid tasks: {', '.join(methods_for('discrete'))}; "
+        f"diffusion tasks: {', '.join(methods_for('diffusion'))}; "
+        f"string tasks: {', '.join(methods_for('strings'))} (default: teacher)"
     )
 
 
@@ -159,6 +176,15 @@ def _int_list(text: str, option: str) -> list[int]:
 
 def _task(args: argparse.Namespace) -> dict[str, Any]:
     name = args.task or TASK_DEFAULTS["task"]
+    if name not in STRING_TASKS and args.beta is not None:
+        raise ConfigError(f"--beta applies to the string tasks ({', '.join(STRING_TASKS)}) only; {name} is not one")
+    if name in STRING_TASKS:
+        for flag, value in (("--dim", args.dim), ("--height", args.height), ("--n-steps", args.n_steps)):
+            if value is not None:
+                raise ConfigError(f"{flag} does not apply to the string task {name}")
+        if args.t_scale is not None:
+            raise ConfigError(f"--t-scale does not apply to the string task {name}")
+        return {"name": name, "beta": args.beta}
     if name in DIFFUSION_TASKS:
         if args.height is not None:
             raise ConfigError(f"--height applies to grid tasks only; {name} is a diffusion task")
@@ -172,7 +198,11 @@ def _task(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _default_out(task: dict[str, Any], method: str, seed: int) -> str:
-    params = "".join(f"-{k}{v}" for k, v in task.items() if k != "name" and v is not None)
+    def text(v: Any) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    shown = {k: v for k, v in task.items() if k != "name" and v is not None and v is not True}
+    params = "".join(f"-{k}{text(v)}" for k, v in shown.items())
     return f"runs/{task['name']}{params}-{method}-seed{seed}"
 
 
@@ -188,7 +218,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         given = [k for k in _options(args) if k not in RESUMABLE]
         given += [
-            k for k in ("task", "dim", "height", "n_steps", "t_scale", "method", "seed", "out") if _given(args, k)
+            k
+            for k in ("task", "dim", "height", "n_steps", "t_scale", "beta", "method", "seed", "out")
+            if _given(args, k)
         ]
         given += ["overwrite"] if args.overwrite else []
         ignored = ["--" + k.replace("_", "-") for k in given]
@@ -207,7 +239,7 @@ def _train(args: argparse.Namespace) -> int:
         method = args.method or "teacher"
         seed = args.seed if args.seed is not None else 0
         opts = {**_budget(args, env), **_options(args), "threads": threads}
-        cfg = resolve_config(method, task_family(env), seed=seed, progress=not args.no_progress, **opts)
+        cfg = resolve_config(method, task_family(env), task, seed=seed, progress=not args.no_progress, **opts)
         trainer = Trainer(env, cfg, args.out or _default_out(task, method, seed), overwrite=args.overwrite)
     summary = trainer.train()
     print(json.dumps(summary, indent=2))
@@ -236,7 +268,7 @@ def _compare(args: argparse.Namespace) -> int:
     opts = {**_budget(args, env), **_options(args), "threads": threads}
     for m in methods:  # fail fast: every run's config must be valid before any starts
         for s in seeds:
-            validate(resolve_config(m, task_family(env), seed=s, **opts))
+            validate(resolve_config(m, task_family(env), task, seed=s, **opts))
     opts.pop("threads")
     reward_calls = opts.pop("reward_calls", None)
     try:

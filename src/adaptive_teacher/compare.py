@@ -103,7 +103,7 @@ def run_config(
 ) -> TrainConfig:
     """The config compare trains ``method`` with (the same for a new run and for the reuse check)."""
     budget = {} if reward_calls is None else {"reward_calls": reward_calls}
-    return resolve_config(method, _family(task), seed=seed, progress=False, threads=threads, **budget, **options)
+    return resolve_config(method, _family(task), task, seed=seed, progress=False, threads=threads, **budget, **options)
 
 
 def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[str, dict[str, Any] | None]:

@@ -24,6 +24,7 @@ from adaptive_teacher.families import REGISTRY, get_family
 BUFFER_PRIORITIES = ("none", "reward", "teacher_reward")
 
 FAMILIES = tuple(REGISTRY)
+DAG = ("discrete", "strings")  # the families whose tasks are DAGs of discrete states
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {name: f.defaults for name, f in REGISTRY.items()}
 PRESETS: dict[str, dict[str, Any]] = REGISTRY["discrete"].presets  # the discrete methods (the largest list)
 OBJECTIVES = {name: f.objectives for name, f in REGISTRY.items()}
@@ -35,10 +36,14 @@ def methods_for(family: str) -> list[str]:
 
 
 def _opt(
-    default: Any, help: str, family: str | None = None, cli: bool = True, choices: tuple[str, ...] | None = None
+    default: Any,
+    help: str,
+    family: str | tuple[str, ...] | None = None,
+    cli: bool = True,
+    choices: tuple[str, ...] | None = None,
 ) -> Any:
-    """A config field: its default, its help text (the command line's), the family it applies to (None: all)
-    and, for strings, the allowed values."""
+    """A config field: its default, its help text (the command line's), the families it applies to (None:
+    all) and, for strings, the allowed values."""
     return field(default=default, metadata={"help": help, "family": family, "cli": cli, "choices": choices})
 
 
@@ -63,19 +68,48 @@ class TrainConfig:
         False, "PER: refresh a replayed x's priority after training on it (the official code keeps its first one)"
     )
     buffer_size: int | None = _opt(None, "replay buffer capacity (discrete default: 10% of the terminal states)")
+    buffer_sampling: str = _opt(
+        "rank",
+        "replay draws: rank-prioritised (Tripp et al.), or top_decile: half uniformly from the top 10% by priority, "
+        "half from the rest (Shen et al.'s PRT)",
+        choices=("rank", "top_decile"),
+    )
+    buffer_refresh_age: bool = _opt(
+        True, "an x seen again counts as newly inserted for the buffer's FIFO eviction (strings code: no)"
+    )
     local_search: bool = _opt(False, "local search: back-and-forth (discrete, LS-GFN) or MALA (diffusion)")
     ls_iterations: int = _opt(4, "local-search iterations (MALA steps for diffusion)")
-    ls_back_ratio: float = _opt(0.5, "fraction of the trajectory that back-and-forth destroys", "discrete")
-    ls_accept: str = _opt("greedy", "back-and-forth acceptance", "discrete", choices=("greedy", "mh"))
+    ls_back_ratio: float = _opt(0.5, "fraction of the trajectory that back-and-forth destroys", DAG)
+    ls_back_steps: int | None = _opt(None, "back-and-forth destroys this many moves (instead of ls_back_ratio)", DAG)
+    ls_accept: str = _opt(
+        "greedy",
+        "back-and-forth acceptance: greedy, mh (Metropolis-Hastings) or barker (probability σ(log A), the "
+        "strings code)",
+        DAG,
+        choices=("greedy", "mh", "barker"),
+    )
+    ls_style: str = _opt(
+        "refine",
+        "refine: train on the refined batch (grid code); chain: batch_size/(ls_iterations+1) seeds and every "
+        "proposal form the batch (strings code)",
+        DAG,
+        choices=("refine", "chain"),
+    )
     eps: float = _opt(0.0, "exploration: ε-uniform actions (discrete) or extra noise std (diffusion)")
-    learn_pb: bool = _opt(False, "learn the backward policy", "discrete")
-    gafn: bool = _opt(False, "GAFN: RND intrinsic rewards with augmented flows", "discrete")
-    ri_scale: float = _opt(0.01, "GAFN intrinsic-reward scale", "discrete")
+    explore_teacher: bool = _opt(False, "the Teacher's online samples use the Student's ε-exploration too")
+    learn_pb: bool = _opt(False, "learn the backward policy", DAG)
+    gafn: bool = _opt(False, "GAFN: RND intrinsic rewards with augmented flows", DAG)
+    ri_scale: float = _opt(0.01, "GAFN intrinsic-reward scale", DAG)
     C: float = _opt(19.0, "Teacher reward weight of under-sampled x (δ > 0)")
     alpha: float = _opt(0.0, "Teacher reward exponent of R (R_T ∝ R^alpha)")
     teacher_eps: float = _opt(1e-3, "ε inside the Teacher reward log(1 + ε + w·δ²)")
     lr: float = _opt(1e-3, "Adam learning rate of the networks")
     lr_log_z: float = _opt(0.1, "learning rate of log Z")
+    log_z_init: float = _opt(0.0, "initial log Z of both models")
+    log_z_min: float | None = _opt(None, "log Z is clamped from below at this value after every step")
+    loss_clamp: float | None = _opt(
+        None, "clamp each squared TB residual at this value, in the losses and in the Teacher reward's δ²"
+    )
     teacher_lr: float | None = _opt(None, "Teacher learning rate (default: teacher_lr_scale × lr)")
     teacher_lr_scale: float = _opt(1.0, "Teacher lr as a multiple of the Student's")
     teacher_half_square: bool = _opt(False, "Teacher reward uses ½δ² (the paper's diffusion code)")
@@ -91,15 +125,20 @@ class TrainConfig:
     clip_grad_norm: float = _opt(1.0, "gradient-norm clipping (0: none)")
     weight_decay: float = _opt(0.0, "Adam weight decay of both optimisers, log Z included")
     protocol: str = _opt("default", "a paper's settings for this family: default, or kim2025 (diffusion)")
+    teacher_round_every: int = _opt(
+        2, "Teacher methods with a buffer: one online batch in this many is the Teacher's (strings code: 3)", DAG
+    )
     lr_milestones: tuple[float, ...] = _opt((), "comma-separated budget fractions where every lr is ×0.1")
     eps_decay: bool = _opt(False, "exploration decays linearly to 0 over the first half of the budget")
     ls_every: int = _opt(0, "MALA local search on a buffer batch every this many iterations", "diffusion")
+    policy: str = _opt("mlp", "policy network: mlp, or ssr (relative edge flow; strings)", DAG, choices=("mlp", "ssr"))
     hidden: int = _opt(256, "hidden width of the policy network")
-    layers: int = _opt(2, "hidden layers of the policy MLP", "discrete")
+    layers: int = _opt(2, "hidden layers of the policy MLP", DAG)
     arch: str = _opt("pis", "drift network: PIS (hidden 64) or the 256-wide one", "diffusion", choices=("pis", "at256"))
     learn_var: bool = _opt(False, "learned per-step variance", "diffusion")
     n_evals: int = _opt(20, "evaluations (metrics lines) per run")
-    eval_samples: int = _opt(2000, "samples per evaluation", "diffusion")
+    exact_every: int = _opt(1, "exact metrics (L1, mode mass) every this many evaluations and at the end", DAG)
+    eval_samples: int = _opt(2000, "samples per evaluation", ("diffusion", "strings"))
     final_eval_samples: int = _opt(10_000, "samples of the final evaluation", "diffusion")
     progress: bool = _opt(True, "show a progress bar", cli=False)
     threads: int | None = _opt(1, "torch threads while training (1 is fastest for these small networks)")
@@ -133,8 +172,11 @@ def family_default(name: str, family: str) -> Any:
     return f.default
 
 
-def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> TrainConfig:
-    """Family defaults, then preset ``method``, then explicit overrides (``None`` means 'not given')."""
+def resolve_config(
+    method: str, family: str = "discrete", task: dict[str, Any] | None = None, **overrides: Any
+) -> TrainConfig:
+    """Family defaults, then the task's own (``task``: its spec, e.g. the SSR width of a string task), then the
+    protocol, preset ``method`` and explicit overrides (``None`` means 'not given')."""
     available = methods_for(family)
     if method not in available:
         raise ConfigError(f"{option('method')}: unknown method {method!r}; choose one of {', '.join(available)}")
@@ -154,7 +196,8 @@ def resolve_config(method: str, family: str = "discrete", **overrides: Any) -> T
         raise ConfigError(
             f"{option('protocol')} must be one of {', '.join(fam.protocols)} for {family} tasks (got {protocol!r})"
         )
-    settings = {**fam.defaults, **fam.protocols[protocol], **fam.presets[method], **given}
+    per_task = fam.task_defaults(task) if task is not None and fam.task_defaults is not None else {}
+    settings = {**fam.defaults, **per_task, **fam.protocols[protocol], **fam.presets[method], **given}
     return replace(TrainConfig(method=method, family=family), **settings)
 
 
@@ -195,9 +238,11 @@ def _check_family(cfg: TrainConfig) -> None:
     """Options of the other task family would do nothing: they must keep their defaults."""
     for f in fields(TrainConfig):
         only = f.metadata.get("family")
-        if only is not None and only != cfg.family and getattr(cfg, f.name) != f.default:
+        allowed = (only,) if isinstance(only, str) else only
+        if allowed is not None and cfg.family not in allowed and getattr(cfg, f.name) != f.default:
             raise ConfigError(
-                f"{option(f.name)} applies to {only} tasks only; this task is {cfg.family} (drop the option)"
+                f"{option(f.name)} applies to {' and '.join(allowed)} tasks only; this task is {cfg.family} "
+                "(drop the option)"
             )
 
 
@@ -234,7 +279,19 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
         (cfg.buffer_size is None or cfg.buffer_size >= 1, f"{o('buffer_size')} must be >= 1 (got {cfg.buffer_size})"),
         (cfg.ls_iterations >= 1, f"{o('ls_iterations')} must be >= 1 (got {cfg.ls_iterations})"),
         (0.0 < cfg.ls_back_ratio <= 1.0, f"{o('ls_back_ratio')} must be in (0, 1] (got {cfg.ls_back_ratio})"),
-        (cfg.ls_accept in ("greedy", "mh"), f"{o('ls_accept')} must be 'greedy' or 'mh' (got {cfg.ls_accept!r})"),
+        (
+            cfg.ls_accept in ("greedy", "mh", "barker"),
+            f"{o('ls_accept')} must be 'greedy', 'mh' or 'barker' (got {cfg.ls_accept!r})",
+        ),
+        (cfg.ls_back_steps is None or cfg.ls_back_steps >= 1, f"{o('ls_back_steps')} must be >= 1"),
+        (
+            cfg.ls_style != "chain" or cfg.batch_size % (cfg.ls_iterations + 1) == 0,
+            f"{o('ls_style')} chain needs {o('batch_size')} divisible by {o('ls_iterations')} + 1 "
+            f"(got {cfg.batch_size} and {cfg.ls_iterations})",
+        ),
+        (cfg.teacher_round_every >= 2, f"{o('teacher_round_every')} must be >= 2 (got {cfg.teacher_round_every})"),
+        (cfg.exact_every >= 1, f"{o('exact_every')} must be >= 1 (got {cfg.exact_every})"),
+        (cfg.loss_clamp is None or cfg.loss_clamp > 0, f"{o('loss_clamp')} must be > 0 (got {cfg.loss_clamp})"),
         (0.0 <= cfg.eps <= 1.0, f"{o('eps')} must be in [0, 1] (got {cfg.eps})"),
         (cfg.C >= 0, f"{o('C')} must be >= 0 (got {cfg.C})"),
         (cfg.alpha >= 0, f"{o('alpha')} must be >= 0 (got {cfg.alpha})"),

@@ -23,6 +23,10 @@ from adaptive_teacher.errors import ConfigError, EnvironmentCheckError
 def _discrete_policy(env, cfg):
     from adaptive_teacher.policies import DiscretePolicy
 
+    if cfg.policy == "ssr":
+        from adaptive_teacher.ssr import make_ssr_policy
+
+        return make_ssr_policy(env, cfg)
     return DiscretePolicy(
         env.n_features,
         env.n_actions,
@@ -44,6 +48,24 @@ def _discrete_evaluator(env, cfg):
     from adaptive_teacher.metrics.evaluators import DiscreteEvaluator
 
     return DiscreteEvaluator(env)
+
+
+def _string_evaluator(env, cfg):
+    from adaptive_teacher.metrics.strings import StringEvaluator
+
+    return StringEvaluator(env, cfg)
+
+
+def _string_plots(out: Path, history: list[dict], evaluator, env, title: str) -> None:
+    from adaptive_teacher.plots import plot_string_run
+
+    plot_string_run(out, history, evaluator, env, title=title)
+
+
+def _string_task_defaults(task: dict[str, Any]) -> dict[str, Any]:
+    from adaptive_teacher.biochem import task_config_defaults
+
+    return task_config_defaults(task.get("name"))
 
 
 def _diffusion_evaluator(env, cfg):
@@ -83,6 +105,9 @@ class TaskFamily:
     # Named settings of a paper's protocol (config values over the defaults) and the task parameters they fix.
     protocols: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     protocol_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Config values a task sets for itself (from its spec), over the family defaults, under protocol and preset.
+    task_defaults: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    top_k: int = 0  # track the top-k distinct x by reward seen (reported as top{k}_r, top{k}_diversity)
 
     @property
     def methods(self) -> list[str]:
@@ -181,7 +206,76 @@ DIFFUSION = TaskFamily(
     protocol_tasks={"kim2025": {"t_scale": 1.0}},
 )
 
-REGISTRY: dict[str, TaskFamily] = {f.name: f for f in (DISCRETE, DIFFUSION)}
+STRINGS = TaskFamily(
+    name="strings",
+    # Kim et al.'s discovery code (settings.yaml, trainers.py, basegfn.py, teacher.py): every round one online
+    # batch of 32 (Student with ε = 0.01 over unique children; one round in three the Teacher, with the same ε)
+    # and one replayed batch of 32 from the last 1,000 distinct x (half from the top 10 % by priority, half
+    # from the rest), both models trained on both; squared residuals clamped at 5,000; log Z starts at 5 and
+    # stays >= 0; lr 1e-4 (Teacher 5e-4), log Z lr 1e-2, clipping 10; PER refreshes replayed priorities; local
+    # search: 4 seeds × 7 back-and-forth rounds of k = 3 moves, σ(log A) acceptance, all 32 x trained on.
+    defaults={
+        "batch_size": 32,
+        "lr": 1e-4,
+        "lr_log_z": 1e-2,
+        "teacher_lr_scale": 5.0,
+        "clip_grad_norm": 10.0,
+        "eps": 0.01,
+        "explore_teacher": True,
+        "alpha": 0.5,
+        "log_z_init": 5.0,
+        "log_z_min": 0.0,
+        "loss_clamp": 5000.0,
+        "buffer": "reward",
+        "buffer_size": 1000,
+        "buffer_sampling": "top_decile",
+        "buffer_refresh_age": False,
+        "per_refresh": True,
+        "teacher_round_every": 3,
+        "policy": "ssr",
+        "hidden": 128,
+        "eval_samples": 2048,
+        "n_evals": 40,
+        "ls_iterations": 7,
+        "ls_back_steps": 3,
+        "ls_accept": "barker",
+        "ls_style": "chain",
+    },
+    presets={
+        "tb": {},
+        "tb-eps": {"eps": 0.05},
+        "tb-per": {"buffer": "teacher_reward"},
+        "gafn": {"gafn": True},
+        "tb-ls": {"local_search": True},
+        "teacher": {"teacher": True},
+        "teacher-per": {"teacher": True, "buffer": "teacher_reward"},
+        "teacher-ls": {"teacher": True, "local_search": True},
+    },
+    objectives=("tb", "db"),
+    local_search="back_and_forth",
+    make_policy=_discrete_policy,
+    make_evaluator=_string_evaluator,
+    plot_run=_string_plots,
+    columns=[
+        ("modes_found", "modes found"),
+        ("onpolicy_modes", "on-policy modes (of 2,048)"),
+        ("top100_r", "top-100 mean r"),
+        ("top100_diversity", "top-100 diversity"),
+        ("mean_r", "on-policy mean r"),
+        ("log_Z_is", "log Ẑ (IS)"),
+        ("eubo", "EUBO"),
+        ("pearson", "corr(log P_F, log R)"),
+        ("l1", "exact L1 (Σ)"),
+        ("mode_mass", "exact mode mass"),
+    ],
+    progress_keys=("modes_found", "top100_r"),
+    summary_metric="modes_found",
+    tasks=("qm9", "seh", "tfbind8", "rna1", "rna2", "rna3"),
+    task_defaults=_string_task_defaults,
+    top_k=100,
+)
+
+REGISTRY: dict[str, TaskFamily] = {f.name: f for f in (DISCRETE, DIFFUSION, STRINGS)}
 
 
 def register(family: TaskFamily) -> TaskFamily:

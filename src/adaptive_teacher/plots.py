@@ -181,6 +181,60 @@ def plot_discrete_run(out_dir: Path, history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
+def plot_string_run(out_dir: Path, history: list[dict], evaluator: Any, env: Any, title: str) -> None:
+    """A biochemical run: modes.png (modes found among every online sample, the paper's Figure 5 curve, beside
+    the on-policy modes among the evaluation samples, and the top-100 mean raw reward) and, for the molecule
+    tasks, top_molecules.png, the best block-chain molecules found drawn with RDKit (without RDKit the run
+    says how to get it)."""
+    import sys
+
+    plt = _pyplot()
+    n_modes = next((r["n_modes"] for r in history if r.get("n_modes") is not None), None)
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    for key, label, style in (("modes_found", "among all online samples", "-"), ("onpolicy_modes", "on-policy", ":")):
+        curve = _curve(history, "reward_calls", key)
+        if curve is not None:
+            ax.plot(*curve, style, marker=".", label=label)
+    if n_modes is not None:
+        ax.axhline(n_modes, color="k", ls="--", lw=1, label=f"all {n_modes} modes")
+    ax.set_xlabel("reward calls")
+    ax.set_ylabel("modes found")
+    ax.set_title("Modes discovered", fontsize=10)
+    ax.legend(**{**_BELOW, "bbox_to_anchor": (0.5, -0.18)}, ncol=3)
+    ax.grid(alpha=0.3)
+    ax = axes[0, 1]
+    top = next((k for k in (history[-1] if history else {}) if k.startswith("top") and k.endswith("_r")), None)
+    curve = _curve(history, "reward_calls", top) if top else None
+    if curve is not None:
+        ax.plot(*curve, marker=".", color="C2")
+    ax.set_xlabel("reward calls")
+    ax.set_ylabel("mean r = max(raw, 0.001)")
+    ax.set_title(f"Mean raw reward of the {top[3:-2] if top else ''} best x found", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "modes.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tracker = getattr(evaluator, "tracker", None)
+    if getattr(getattr(env, "info", None), "molecule", False) and tracker is not None:
+        if tracker.top_states is None:
+            return
+        from adaptive_teacher import chem
+
+        if not chem.has_rdkit():
+            print(
+                f"adaptive-teacher: note: no picture of the top molecules ({chem.RDKIT_MISSING_MESSAGE})",
+                file=sys.stderr,
+            )
+            return
+        strings = env.to_strings(tracker.top_states)
+        raw = env.raw_reward(tracker.top_states).tolist()
+        chem.draw_top_molecules(
+            strings, raw, Path(out_dir) / "top_molecules.png", n=16, task=env.name, title=f"{title} · r shown"
+        )
+
+
 def _xy(points: Any) -> np.ndarray:
     """Samples as an [n, 2] float array (the first two coordinates; a 1-D target gets y = 0)."""
     if hasattr(points, "detach"):

@@ -7,8 +7,9 @@ from typing import Any
 from adaptive_teacher.envs.hypergrid import DeceptiveGrid
 from adaptive_teacher.errors import ConfigError, option
 
-TASKS = ("deceptive-grid", "gmm25", "manywell")
+TASKS = ("deceptive-grid", "gmm25", "manywell", "qm9", "seh", "tfbind8", "rna1", "rna2", "rna3")
 DIFFUSION_TASKS = {"gmm25": "25gmm", "manywell": "manywell"}
+STRING_TASKS = ("qm9", "seh", "tfbind8", "rna1", "rna2", "rna3")
 
 
 def make_task(spec: dict[str, Any]):
@@ -29,6 +30,10 @@ def make_task(spec: dict[str, Any]):
             raise ConfigError(f"{option('dim')}: gmm25 is 2-dimensional (got {dim})")
         density = make_density(DIFFUSION_TASKS[name], None if dim is None else int(dim))
         return DiffusionEnv(density, int(given("n_steps", 100)), spec.get("t_scale"))
+    if name in STRING_TASKS:
+        from adaptive_teacher.biochem import make_string_task
+
+        return make_string_task(name, spec.get("beta"), bool(given("reward_floor", True)))
     raise ConfigError(f"{option('task')}: unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
@@ -44,6 +49,8 @@ def task_spec(env) -> dict[str, Any]:
     if task_family(env) == "diffusion":
         name = next((k for k, v in DIFFUSION_TASKS.items() if v == env.density.name), env.density.name)
         return {"name": name, "dim": env.dim, "n_steps": env.n_steps, "t_scale": env.t_scale}
+    if hasattr(env, "task_spec"):
+        return env.task_spec()
     spec: dict[str, Any] = {"name": getattr(env, "name", type(env).__name__)}
     for attr in ("dim", "height"):
         if hasattr(env, attr):
@@ -55,9 +62,15 @@ def default_budget(env) -> dict[str, int]:
     """The papers' budgets. Grid (Kim et al.'s equal-budget rule, batch 16): 4000 steps for d=2 (8000 when
     H > 256), for d=4 4000 when H <= 16 else 16000, ×1.5 without local search; replay steps are free, so
     every method gets the same reward calls (96,000 for d=2,H=32 and d=4,H=16; 384,000 for d=4,H=32).
-    Diffusion: 10,000 iterations (Kim et al.'s diffusion code)."""
+    Diffusion: 10,000 iterations (Kim et al.'s diffusion code). Biochemical strings (Kim et al.'s discovery
+    code): 1,000 rounds on QM9, 2,000 on the others, 32 reward calls each (32,000 / 64,000)."""
     if task_family(env) == "diffusion":
         return {"iterations": 10_000}
+    if task_family(env) == "strings":
+        from adaptive_teacher.biochem import SAMPLES_PER_ROUND
+
+        rounds = env.info.rounds if hasattr(env, "info") else 2000  # a user's SequenceEnv: the others' budget
+        return {"reward_calls": rounds * SAMPLES_PER_ROUND}
     dim, height = getattr(env, "dim", 2), getattr(env, "height", 16)
     if dim == 2:
         steps = 4000 if height <= 256 else 8000
@@ -73,10 +86,11 @@ def task_info(env) -> dict[str, Any]:
     if task_family(env) == "diffusion":
         log_z = env.density.log_Z
         return {**task_spec(env), "log_Z": None if log_z is None else float(log_z)}
-    states = env.enumerate_states()
     n_terminal = getattr(env, "n_terminal_states", None)
-    if states is not None:
-        n_terminal = int(env.forward_mask(states)[:, env.stop].sum())
+    if not hasattr(env, "info"):  # the string tasks know their size without enumerating
+        states = env.enumerate_states()
+        if states is not None:
+            n_terminal = int(env.forward_mask(states)[:, env.stop].sum())
     return {
         **task_spec(env),
         "n_terminal_states": n_terminal,

@@ -59,7 +59,14 @@ def build_schedule(cfg: TrainConfig) -> list[ScheduledStep]:
     """The cyclic schedule of a config (sources/schedule.py); back-and-forth local search is a refinement of
     scheduled batches in families whose local search works that way, MALA runs beside the schedule."""
     back_and_forth = cfg.local_search and get_family(cfg.family).local_search == "back_and_forth"
-    return schedule.build_schedule(cfg.teacher, cfg.buffer != "none", back_and_forth, cfg.teacher_into_buffer)
+    return schedule.build_schedule(
+        cfg.teacher,
+        cfg.buffer != "none",
+        back_and_forth,
+        cfg.teacher_into_buffer,
+        cfg.teacher_round_every,
+        local_search_every_online=cfg.ls_style == "chain",
+    )
 
 
 def _make_optimizer(
@@ -111,12 +118,12 @@ class Trainer:
         self.out_dir = run_dir.prepare_out_dir(out_dir, overwrite) if out_dir is not None else None
         torch.manual_seed(config.seed)
 
-        self.student = self.family.make_policy(env, config)
+        self.student = self._new_policy()
         self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale) if config.gafn else None
         extra = list(self.rnd.predictor.parameters()) if self.rnd is not None else None
         wd = config.weight_decay
         self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra, weight_decay=wd)
-        self.teacher = self.family.make_policy(env, config) if config.teacher else None
+        self.teacher = self._new_policy() if config.teacher else None
         teacher_lr = config.teacher_lr or config.lr * config.teacher_lr_scale
         self.opt_teacher = (
             _make_optimizer(self.teacher, teacher_lr, config.lr_log_z, weight_decay=wd)
@@ -130,8 +137,13 @@ class Trainer:
             self.buffer = transitions.make_buffer(env, config.buffer_size)
         elif config.buffer != "none":
             capacity = config.buffer_size or max(1, int(0.1 * (n_term or 10_000 * config.batch_size)))
-            self.buffer = ReplayBuffer(capacity, tuple(env.initial_states(1).shape[1:]), env.state_dtype)
-        self.modes = ModeTracker(env)
+            shape = tuple(env.initial_states(1).shape[1:])
+            self.buffer = ReplayBuffer(
+                capacity, shape, env.state_dtype, config.buffer_sampling, config.buffer_refresh_age
+            )
+        self.modes = ModeTracker(env, self.family.top_k)
+        if hasattr(self.evaluator, "tracker"):  # the string plots draw the best x found
+            self.evaluator.tracker = self.modes
         self.counter = batches.RewardCounter(env, self.modes)
         self.schedule = build_schedule(config)
         self.step = 0
@@ -148,6 +160,20 @@ class Trainer:
             # Student (the paper's diffusion code).
             first = batches.on_policy(self.counter, self.student, config.batch_size)
             self.teacher_gate = float(torch.quantile(first.log_reward, config.teacher_gate_quantile))
+
+    def _new_policy(self) -> nn.Module:
+        """A policy of the family's kind with log Z at ``log_z_init``."""
+        model = self.family.make_policy(self.env, self.cfg)
+        if self.cfg.log_z_init != 0.0:
+            with torch.no_grad():
+                model.log_Z.fill_(self.cfg.log_z_init)
+        return model
+
+    def _clamp_log_z(self, model: nn.Module) -> None:
+        """log Z ← max(log Z, ``log_z_min``) after a step (Kim et al.'s string code: log Z ≥ 0)."""
+        if self.cfg.log_z_min is not None:
+            with torch.no_grad():
+                model.log_Z.clamp_(min=self.cfg.log_z_min)
 
     # ---- batches ----------------------------------------------------------------------------------
     @property
@@ -195,7 +221,7 @@ class Trainer:
             resid = self._student_db_residuals(traj) if per_step is None else per_step
             return teacher_log_reward_transitions(resid, traj.valid(), traj.log_reward, c.C, a, c.teacher_eps)
         delta = self.student_delta(traj) if delta is None else delta
-        return teacher_log_reward(delta, traj.log_reward, c.C, a, c.teacher_eps, c.teacher_half_square)
+        return teacher_log_reward(delta, traj.log_reward, c.C, a, c.teacher_eps, c.teacher_half_square, c.loss_clamp)
 
     def buffer_priority(
         self, traj: Trajectories, delta: torch.Tensor | None = None, per_step: torch.Tensor | None = None
@@ -208,7 +234,7 @@ class Trainer:
         return traj.log_reward
 
     def exploration(self, name: str) -> float:
-        if name != "student":
+        if name != "student" and not (name == "teacher" and self.cfg.explore_teacher):
             return 0.0
         if self.cfg.eps_decay:
             return self.cfg.eps * max(0.0, 1.0 - self.progress / 0.5)
@@ -238,6 +264,20 @@ class Trainer:
         model = self.teacher if source == "teacher" else self.student
         assert model is not None
         explore = self.exploration(source)
+        if step.local_search and cfg.ls_style == "chain":
+            seeds = batches.on_policy(self.counter, model, bs // (cfg.ls_iterations + 1), explore)
+            traj = batches.chained(
+                self.counter,
+                model,
+                seeds,
+                lambda t: t.log_reward,
+                cfg.ls_iterations,
+                cfg.ls_back_ratio,
+                cfg.ls_accept,
+                self.backward_model,
+                cfg.ls_back_steps,
+            )
+            return Batch(traj, source)
         traj = batches.on_policy(self.counter, model, bs, explore, track_modes=not step.local_search)
         if step.local_search:
             score = self.teacher_reward if source == "teacher" else (lambda t: t.log_reward)
@@ -250,6 +290,7 @@ class Trainer:
                 cfg.ls_back_ratio,
                 cfg.ls_accept,
                 self.backward_model,
+                cfg.ls_back_steps,
             )
         return Batch(traj, source)
 
@@ -266,7 +307,10 @@ class Trainer:
             with torch.no_grad():  # keep the batch estimate log Ẑ = mean w as the reported log Z
                 model.log_Z.fill_(float((target + lp.log_pb.sum(1) - lp.log_pf.sum(1)).mean()))
             return loss, delta, None
-        return (*trajectory_balance(lp, model.log_Z, target), None)
+        loss, delta = trajectory_balance(lp, model.log_Z, target)
+        if self.cfg.loss_clamp is not None:  # Kim et al.'s string code: each squared residual clamped (no grad above)
+            loss = delta.square().clamp(max=self.cfg.loss_clamp).mean()
+        return loss, delta, None
 
     def _clip_step(
         self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float, params: list | None = None
@@ -313,6 +357,7 @@ class Trainer:
         log_rt = self.teacher_reward(traj, delta, per_step=per_step) if needs_rt else None
         priority = self._buffer_priority_before_update(traj, delta, per_step) if self.buffer is not None else None
         self._clip_step(self.opt_student, total, cfg.clip_grad_norm)
+        self._clamp_log_z(self.student)
         teacher_loss = math.nan
         gate = traj.log_reward > self.teacher_gate
         if self.teacher is not None and bool(gate.any()):
@@ -329,6 +374,7 @@ class Trainer:
             clip = cfg.clip_grad_norm if cfg.teacher_clip_grad_norm is None else cfg.teacher_clip_grad_norm
             scope = self.teacher.time_encoder_parameters() if cfg.teacher_clip_scope == "time_encoder" else None
             self._clip_step(self.opt_teacher, t_loss, clip, scope)
+            self._clamp_log_z(self.teacher)
             teacher_loss = t_loss.item()
         if self.buffer is not None:
             self._update_buffer(batch, priority, gate)
@@ -439,11 +485,24 @@ class Trainer:
             "wall_s": round(self.wall_s, 3),
         }
         row.update(self.evaluator(self.student, self.teacher, log_Z, final))
+        if self.modes.top_k > 0:
+            row.update(self._top_metrics())
         if self.buffer is not None:
             row["buffer_size"] = len(self.buffer)
         self._losses.clear()
         self._teacher_losses.clear()
         return row
+
+    def _top_metrics(self) -> dict[str, Any]:
+        """Mean raw reward r (the papers' unscaled score) and diversity (``env.diversity``: Hamming, or
+        Tanimoto on molecules) of the top-k distinct x by reward among every x sampled online so far."""
+        k, x = self.modes.top_k, self.modes.top_states
+        if x is None or len(x) == 0:
+            return {f"top{k}_r": None, f"top{k}_diversity": None}
+        raw = getattr(self.env, "raw_reward", None)
+        r = raw(x) if raw is not None else self.modes.top_log_reward.exp()
+        diversity = getattr(self.env, "diversity", None)
+        return {f"top{k}_r": float(r.mean()), f"top{k}_diversity": diversity(x) if diversity is not None else None}
 
     def _eval_threshold(self, i: int) -> int:
         return (self.total * i) // self.cfg.n_evals
@@ -566,6 +625,7 @@ class Trainer:
             "rnd": None if self.rnd is None else self.rnd.state_dict(),
             "buffer": None if self.buffer is None else self.buffer.state_dict(),
             "modes": sorted(self.modes.found),
+            "top": self.modes.state_dict() if self.modes.top_k > 0 else None,
             "step": self.step,
             "reward_calls": self.reward_calls,
             "wall_s": self.wall_s,
@@ -592,6 +652,8 @@ class Trainer:
         if self.buffer is not None:
             self.buffer.load_state_dict(d["buffer"])
         self.modes.found = set(d["modes"])
+        if d.get("top") is not None:
+            self.modes.load_state_dict(d["top"])
         self.step, self.reward_calls, self.wall_s = d["step"], d["reward_calls"], d["wall_s"]
         self.next_eval, self.history = d["next_eval"], d["history"]
         torch.set_rng_state(d["rng"])

@@ -114,8 +114,12 @@ class _Checker:
             v = getattr(env, name, None)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 self.fail(name, f"must be declared as an int >= {low} (got {v!r})")
-        if getattr(env, "family", None) != "discrete":
-            self.fail("family", f"a DiscreteEnv declares family = 'discrete' (got {getattr(env, 'family', None)!r})")
+        if getattr(env, "family", None) not in ("discrete", "strings"):
+            self.fail(
+                "family",
+                "a DiscreteEnv declares family = 'discrete' (or 'strings' for the string-design protocol; got "
+                f"{getattr(env, 'family', None)!r})",
+            )
         if not isinstance(env.state_dtype, torch.dtype):
             self.fail("state_dtype", f"must be a torch.dtype (got {env.state_dtype!r})")
         if env.stop != env.n_actions - 1:

@@ -31,7 +31,7 @@ class RewardCounter:
         traj = self.env.with_rewards(traj)
         self.calls += traj.batch_size
         if track_modes:
-            self.modes.update(traj.terminal)
+            self.modes.update(traj.terminal, traj.log_reward)
         return traj
 
 
@@ -59,13 +59,40 @@ def refined(
     back_ratio: float,
     accept: str,
     backward_model: nn.Module | None = None,
+    back_steps: int | None = None,
 ) -> Trajectories:
     """Back-and-forth local search on ``traj``. Every proposal costs a reward call; modes count on the
     accepted batch only, as in the official grid code (pass ``traj`` sampled with ``track_modes=False``)."""
-    traj, proposals = back_and_forth(counter.env, model, traj, score, iterations, back_ratio, accept, backward_model)
+    traj, proposals = back_and_forth(
+        counter.env, model, traj, score, iterations, back_ratio, accept, backward_model, back_steps
+    )
     counter.calls += sum(p.batch_size for p in proposals)
-    counter.modes.update(traj.terminal)
+    counter.modes.update(traj.terminal, traj.log_reward)
     return traj
+
+
+def chained(
+    counter: RewardCounter,
+    model: nn.Module,
+    seeds: Trajectories,
+    score: ScoreFn,
+    iterations: int,
+    back_ratio: float,
+    accept: str,
+    backward_model: nn.Module | None = None,
+    back_steps: int | None = None,
+) -> Trajectories:
+    """Local search as Kim et al.'s string code: ``iterations`` back-and-forth refinements of ``seeds``, and
+    the batch is the seeds plus every proposal (accepted or not), all rewarded, all counted for modes."""
+    from adaptive_teacher.envs.base import concat_trajectories
+
+    _, proposals = back_and_forth(
+        counter.env, model, seeds, score, iterations, back_ratio, accept, backward_model, back_steps
+    )
+    for p in proposals:
+        counter.calls += p.batch_size
+        counter.modes.update(p.terminal, p.log_reward)
+    return concat_trajectories([seeds, *proposals])
 
 
 def teacher_into_buffer(
@@ -134,6 +161,7 @@ __all__ = [
     "on_policy",
     "replayed",
     "refined",
+    "chained",
     "teacher_into_buffer",
     "mala_into_buffer",
 ]

@@ -1,8 +1,11 @@
-"""Replay buffer of terminal states with rank-based prioritised sampling (PRT / PER).
+"""Replay buffer of terminal states with prioritised sampling (PRT / PER).
 
-Sampling weight of the item of rank r (0 = highest priority) among N: 1 / (0.01·N + r)
-(Tripp et al., 2020, as used by Kim et al., 2025). States are de-duplicated by key: a state seen again gets
-its newest priority. When full, the oldest insertions are evicted first (FIFO).
+``sampling="rank"``: the item of rank r (0 = highest priority) among N has weight 1 / (0.01·N + r)
+(Tripp et al., 2020, as used by Kim et al.'s grid and diffusion code). ``sampling="top_decile"``: half the
+draws uniformly from the items at or above the 90th percentile of priority, half from those at or below it
+(Shen et al., 2023, "PRT", as used by Kim et al.'s string code). States are de-duplicated by key: a state
+seen again gets its newest priority. When full, the oldest insertions are evicted first (FIFO); with
+``refresh_age=False`` a state seen again keeps its first insertion time (the string code's ordered dict).
 """
 
 from __future__ import annotations
@@ -12,10 +15,20 @@ from torch import Tensor
 
 
 class ReplayBuffer:
-    def __init__(self, capacity: int, state_shape: tuple[int, ...], state_dtype: torch.dtype = torch.long):
+    def __init__(
+        self,
+        capacity: int,
+        state_shape: tuple[int, ...],
+        state_dtype: torch.dtype = torch.long,
+        sampling: str = "rank",
+        refresh_age: bool = True,
+    ):
         if capacity < 1:
             raise ValueError("buffer capacity must be >= 1")
+        if sampling not in ("rank", "top_decile"):
+            raise ValueError(f"buffer sampling must be 'rank' or 'top_decile' (got {sampling!r})")
         self.capacity = int(capacity)
+        self.sampling, self.refresh_age = sampling, bool(refresh_age)
         self.states = torch.zeros((0, *state_shape), dtype=state_dtype)
         self.keys = torch.zeros(0, dtype=torch.long)
         self.priority = torch.zeros(0, dtype=torch.float64)
@@ -42,7 +55,8 @@ class ReplayBuffer:
             sorted_keys, perm = torch.sort(self.keys)
             pos = perm[torch.searchsorted(sorted_keys, keys[present])]
             self.priority[pos] = priority[present]
-            self.inserted[pos] = stamp[present]
+            if self.refresh_age:
+                self.inserted[pos] = stamp[present]
         fresh = ~present
         self.states = torch.cat([self.states, states[fresh]])
         self.keys = torch.cat([self.keys, keys[fresh]])
@@ -69,8 +83,22 @@ class ReplayBuffer:
 
     def sample(self, n: int) -> tuple[Tensor, Tensor]:
         """n states (with replacement) and their stored log-rewards."""
-        idx = torch.multinomial(self.sampling_weights(), n, replacement=True)
+        if self.sampling == "top_decile":
+            idx = self._top_decile_indices(n)
+        else:
+            idx = torch.multinomial(self.sampling_weights(), n, replacement=True)
         return self.states[idx], self.log_reward[idx]
+
+    def _top_decile_indices(self, n: int) -> Tensor:
+        """n // 2 uniform draws among the items with priority >= the 90th percentile (linear interpolation,
+        as numpy's default), the rest among those <= it."""
+        threshold = torch.quantile(self.priority, 0.9)
+        top = (self.priority >= threshold).nonzero().squeeze(1)
+        rest = (self.priority <= threshold).nonzero().squeeze(1)
+        n_top = n // 2
+        pick_top = top[torch.randint(len(top), (n_top,))]
+        pick_rest = rest[torch.randint(len(rest), (n - n_top,))]
+        return torch.cat([pick_top, pick_rest])
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("states", "keys", "priority", "log_reward", "inserted", "_clock")}

@@ -6,7 +6,9 @@ states, counting x twice after a free stop (s_0, …, x, x) and once after a for
 environment has no stop step there). The proposal x' is accepted greedily (score(x') > score(x), strictly:
 on the reward plateaus of the deceptive grid ``>=`` would make greedy search a random walk) or by
 Metropolis–Hastings with proposal q(x'|x) = P_B(s|x)·P_F(x'|s):
-    log A = score(x') − score(x) + [Σ log P_B − Σ log P_F](s→x') − [Σ log P_B − Σ log P_F](s→x).
+    log A = score(x') − score(x) + [Σ log P_B − Σ log P_F](s→x') − [Σ log P_B − Σ log P_F](s→x),
+accepted with probability min(1, A) (``"mh"``) or σ(log A) (``"barker"``: the Bernoulli(logits = log A)
+filter of Kim et al.'s string code). ``back_steps`` destroys that many moves instead of a fraction.
 A rejected x keeps its previous trajectory. The score is log R for the Student and log R_T for the Teacher.
 """
 
@@ -30,10 +32,13 @@ def _suffix_log_ratio(env: DiscreteEnv, model: Policy, traj: Trajectories, keep:
     return ((lp.log_pb - lp.log_pf) * in_suffix).sum(1).to(torch.float64)
 
 
-def kept_moves(env: DiscreteEnv, back: Trajectories, back_ratio: float) -> torch.Tensor:
+def kept_moves(env: DiscreteEnv, back: Trajectories, back_ratio: float, back_steps: int | None = None) -> torch.Tensor:
     """How many moves of each trajectory the destroy step keeps: the trajectory's n states are s_0..s_k, x
-    (k moves, x twice after a free stop, once after a forced one) and the last int(back_ratio·n) go."""
+    (k moves, x twice after a free stop, once after a forced one) and the last int(back_ratio·n) go; with
+    ``back_steps`` the last that many moves go (all of them when the trajectory is shorter)."""
     moves = back.lengths - 1
+    if back_steps is not None:
+        return (moves - back_steps).clamp(min=0)
     forced = env.forced_stop(back.terminal).long()
     n_back = torch.floor((moves + 2 - forced).to(torch.float64) * back_ratio).long()
     return (moves - (n_back - 1 + forced)).clamp(min=0).minimum(moves)
@@ -48,17 +53,18 @@ def back_and_forth(
     back_ratio: float = 0.5,
     accept: str = "greedy",
     backward_model: Policy | None = None,
+    back_steps: int | None = None,
 ) -> tuple[Trajectories, list[Trajectories]]:
     """Refine ``traj`` (with rewards). Returns the accepted trajectories and every rewarded proposal batch."""
-    if accept not in ("greedy", "mh"):
-        raise ValueError(f"local-search acceptance must be 'greedy' or 'mh' (got {accept!r})")
+    if accept not in ("greedy", "mh", "barker"):
+        raise ValueError(f"local-search acceptance must be 'greedy', 'mh' or 'barker' (got {accept!r})")
     cur, cur_score = traj, score_fn(traj)
     rows = torch.arange(traj.batch_size)
     proposals: list[Trajectories] = []
     for _ in range(iterations):
         back = env.backward_rollout(cur.terminal, backward_model)
         back.log_reward = cur.log_reward
-        keep = kept_moves(env, back, back_ratio)
+        keep = kept_moves(env, back, back_ratio, back_steps)
         suffix = env.rollout(model, start=back.states[rows, keep])
         prop = env.with_rewards(env.splice(back, keep, suffix))
         proposals.append(prop)
@@ -68,7 +74,8 @@ def back_and_forth(
         else:
             log_a = (new_score - cur_score) + _suffix_log_ratio(env, model, prop, keep)
             log_a = log_a - _suffix_log_ratio(env, model, back, keep)
-            accepted = torch.rand(len(log_a), dtype=torch.float64).log() < log_a
+            u = torch.rand(len(log_a), dtype=torch.float64)
+            accepted = u.log() < log_a if accept == "mh" else u < torch.sigmoid(log_a)
         both = concat_trajectories([prop, cur])
         cur = both.select(torch.where(accepted, rows, rows + traj.batch_size))
         cur_score = torch.where(accepted, new_score, cur_score)

@@ -10,6 +10,7 @@ replay: the Student never trains on the Teacher's trajectories directly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,9 +47,19 @@ class Batch:
 
 
 def build_schedule(
-    teacher: bool, buffer: bool, local_search: bool, teacher_into_buffer: bool = False
+    teacher: bool,
+    buffer: bool,
+    local_search: bool,
+    teacher_into_buffer: bool = False,
+    teacher_every: int = 2,
+    local_search_every_online: bool = False,
 ) -> list[ScheduledStep]:
-    """The cyclic schedule (see the module docstring); ``local_search`` is back-and-forth on a batch."""
+    """The cyclic schedule (see the module docstring); ``local_search`` is back-and-forth on a batch.
+
+    ``teacher_every``: with a buffer, one online batch in this many is the Teacher's (the grid code 2, the
+    string code 3: Student, replay, Student, replay, Teacher, replay). ``local_search_every_online``: every
+    online batch is the Student's local search, for Teacher methods too (the string code, where local
+    search replaces the Teacher's rounds)."""
     if teacher and teacher_into_buffer:
         return [
             ScheduledStep("student"),
@@ -56,15 +67,21 @@ def build_schedule(
             ScheduledStep("student"),
             ScheduledStep("replay"),
         ]
+    if local_search and local_search_every_online:
+        return [ScheduledStep("student", local_search=True)] + ([ScheduledStep("replay")] if buffer else [])
     names: list[Source]
     if teacher:
-        names = ["student", "replay", "teacher", "replay"] if buffer else ["student", "student", "teacher", "teacher"]
+        if buffer:
+            names = ["student", "replay"] * (teacher_every - 1) + ["teacher", "replay"]
+        else:
+            names = ["student", "student", "teacher", "teacher"]
     else:
         names = ["student", "replay"] if buffer else ["student"]
-    cycle = [ScheduledStep(n) for n in (names * 16)[:16]]
+    length = math.lcm(len(names), 16)
+    cycle = [ScheduledStep(n) for n in names * (length // len(names))]
     if local_search:
         explorer = "teacher" if teacher else "student"
-        for i in (14, 15):
-            if cycle[i].source == explorer:
+        for i in range(length):
+            if i % 16 in (14, 15) and cycle[i].source == explorer:
                 cycle[i] = ScheduledStep(explorer, local_search=True)
     return cycle

@@ -13,14 +13,18 @@ def teacher_log_reward(
     alpha: float = 0.0,
     eps: float = 1e-3,
     half_square: bool = False,
+    square_clamp: float | None = None,
 ) -> Tensor:
     """log R_T(x) with R_T = log(1 + ε + (1 + C·1[δ>0])·δ²) · R(x)^α.
 
     δ is the Student's signed TB residual (detached): δ > 0 means the Student under-samples x, and those
-    x are weighted 1 + C times more. ``half_square`` uses ½δ² (the diffusion variant).
+    x are weighted 1 + C times more. ``half_square`` uses ½δ² (the diffusion variant); ``square_clamp``
+    bounds δ² before the weighting (5,000 in Kim et al.'s string code, where the loss is clamped there too).
     """
     delta = delta.detach().to(torch.float64)
     sq = delta**2 * (0.5 if half_square else 1.0)
+    if square_clamp is not None:
+        sq = sq.clamp(max=square_clamp)
     weight = 1.0 + C * (delta > 0).to(torch.float64)
     return torch.log(torch.log1p(eps + weight * sq)) + alpha * log_reward.to(torch.float64)
 

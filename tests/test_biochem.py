@@ -1,0 +1,237 @@
+"""The biochemical string family: its protocol (Kim et al.'s discovery code), the tasks through the trainer and
+the command line, the user-oracle API (SequenceEnv)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import adaptive_teacher as at
+from adaptive_teacher.biochem import make_string_task, tfbind8
+from adaptive_teacher.cli import main
+from adaptive_teacher.config import resolve_config
+from adaptive_teacher.envs.strings import PrependAppendStrings
+from adaptive_teacher.errors import ConfigError, RewardError
+from adaptive_teacher.sources.buffer import ReplayBuffer
+from adaptive_teacher.sources.local_search import back_and_forth
+from adaptive_teacher.sources.teacher import teacher_log_reward
+from adaptive_teacher.ssr import SSRPolicy
+from adaptive_teacher.tasks import default_budget, task_info
+from adaptive_teacher.trainer import Trainer, build_schedule
+
+
+# ---- the protocol ------------------------------------------------------------------------------------------
+def test_task_settings_follow_the_official_settings_yaml():
+    qm9 = resolve_config("teacher", "strings", {"name": "qm9"})
+    assert (qm9.hidden, qm9.eps, qm9.n_evals, qm9.batch_size, qm9.lr, qm9.lr_log_z) == (1024, 0.01, 50, 32, 1e-4, 1e-2)
+    assert (qm9.teacher_lr_scale, qm9.clip_grad_norm, qm9.log_z_init, qm9.log_z_min) == (5.0, 10.0, 5.0, 0.0)
+    assert (qm9.alpha, qm9.C, qm9.loss_clamp, qm9.buffer, qm9.buffer_size) == (0.5, 19.0, 5000.0, "reward", 1000)
+    seh = resolve_config("tb", "strings", {"name": "seh"})
+    assert (seh.hidden, seh.eps, seh.n_evals) == (1024, 0.05, 40)
+    rna = resolve_config("tb-ls", "strings", {"name": "rna1"})
+    assert (rna.hidden, rna.ls_back_steps, rna.ls_iterations, rna.ls_style) == (128, 7, 7, "chain")
+    assert resolve_config("tb", "strings", {"name": "rna1"}, hidden=64).hidden == 64  # given options win
+    assert resolve_config("tb-per", "strings", {"name": "tfbind8"}).buffer == "teacher_reward"
+    with pytest.raises(ConfigError, match="discrete and strings tasks only"):
+        from adaptive_teacher.config import validate
+
+        validate(resolve_config("tb", "diffusion", policy="ssr"))
+
+
+def test_budgets_are_rounds_of_32_reward_calls():
+    assert default_budget(make_string_task("qm9")) == {"reward_calls": 32_000}
+    assert default_budget(tfbind8()) == {"reward_calls": 64_000}
+
+
+def test_schedule_one_teacher_round_in_three_and_local_search_every_round():
+    teacher = [str(s) for s in build_schedule(resolve_config("teacher", "strings"))]
+    assert teacher[:6] == ["student", "replay", "student", "replay", "teacher", "replay"]
+    assert len(teacher) % 6 == 0 and teacher[6:12] == teacher[:6]
+    tb = [str(s) for s in build_schedule(resolve_config("tb", "strings"))]
+    assert tb == ["student", "replay"] * (len(tb) // 2)
+    assert [str(s) for s in build_schedule(resolve_config("tb-ls", "strings"))] == ["student+ls", "replay"]
+    # the grid schedule is unchanged: Teacher every second online batch
+    grid = [str(s) for s in build_schedule(resolve_config("teacher-per"))]
+    assert grid[:4] == ["student", "replay", "teacher", "replay"] and len(grid) == 16
+
+
+def test_teacher_reward_is_the_official_adv_reward_with_the_clamp():
+    # basegfn.py: losses = min((fwd - target)^2, 5000); adv = log(20·losses (fwd < target) or losses, + 1.001)
+    delta = torch.tensor([0.5, -0.5, 200.0, -200.0], dtype=torch.float64)
+    log_r = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    got = teacher_log_reward(delta, log_r, 19.0, 0.5, 1e-3, square_clamp=5000.0)
+    losses = (delta**2).clamp(max=5000)
+    adv = torch.log(torch.where(delta > 0, 20 * losses, losses) + 1.001)
+    assert torch.allclose(got, adv.log() + 0.5 * log_r, rtol=0, atol=1e-12)
+
+
+def test_top_decile_replay_draws_half_from_the_top_ten_percent():
+    buf = ReplayBuffer(1000, (3,), sampling="top_decile")
+    x = torch.arange(300).view(100, 3)
+    pri = torch.arange(100, dtype=torch.float64)
+    buf.add(x, torch.arange(100), pri, pri)
+    torch.manual_seed(0)
+    states, _ = buf.sample(4000)
+    drawn = states[:, 0] // 3  # the priority of each draw
+    threshold = float(torch.quantile(pri, 0.9))  # 89.1: the 10 items 90..99
+    assert int((drawn[:2000] >= threshold).sum()) == 2000
+    assert int((drawn[2000:] <= threshold).sum()) == 2000
+    assert 80 <= len(torch.unique(drawn[2000:])) <= 90  # uniform over the 90 others
+
+
+def test_fifo_eviction_keeps_the_first_insertion_time_without_refresh():
+    for refresh, survivor in ((True, 0), (False, 2)):
+        buf = ReplayBuffer(2, (1,), refresh_age=refresh)
+        one = torch.ones(1, dtype=torch.float64)
+        for key in (0, 1, 0, 2):  # key 0 is seen again before key 2 arrives
+            buf.add(torch.tensor([[key]]), torch.tensor([key]), one, one)
+        assert survivor in buf.keys.tolist() and len(buf) == 2
+
+
+def test_chained_local_search_keeps_a_window_and_counts_every_proposal():
+    env = tfbind8()
+    torch.manual_seed(0)
+    model = SSRPolicy(env.n_features, hidden=16)
+    seeds = env.with_rewards(env.rollout(model, 4))
+    cur, proposals = back_and_forth(env, model, seeds, lambda t: t.log_reward, 7, 0.5, "barker", back_steps=3)
+    assert len(proposals) == 7 and all(p.batch_size == 4 for p in proposals)
+    # each proposal rebuilds the last 3 moves of a P_B trajectory to the row's current x (the seed or an
+    # earlier proposal): it shares a 5-character window with one of them
+    history = [env.to_strings(seeds.terminal)]
+    for p in proposals:
+        for j, x_new in enumerate(env.to_strings(p.terminal)):
+            windows = {x_new[i : i + 5] for i in range(4)}
+            assert any(any(w in h[j] for w in windows) for h in history)
+        history.append(env.to_strings(p.terminal))
+    assert cur.batch_size == 4
+    cfg = resolve_config("tb-ls", "strings", {"name": "tfbind8"}, reward_calls=64, hidden=16, n_evals=1)
+    trainer = Trainer(env, cfg)
+    trainer.train_one_step()
+    assert trainer.reward_calls == 32  # 4 seeds + 4 × 7 proposals, all trained on
+
+
+def test_back_steps_destroy_exactly_k_moves():
+    env = PrependAppendStrings(3, 6, lambda x: torch.ones(len(x), dtype=torch.float64))
+    from adaptive_teacher.sources.local_search import kept_moves
+
+    back = env.backward_rollout(env.from_index(torch.arange(10)))
+    assert kept_moves(env, back, 0.5, back_steps=4).tolist() == [2] * 10
+    assert kept_moves(env, back, 0.5, back_steps=9).tolist() == [0] * 10
+
+
+def test_log_z_starts_at_five_and_stays_non_negative():
+    env = tfbind8()
+    options = {"reward_calls": 320, "hidden": 16, "n_evals": 1, "lr_log_z": 5.0}
+    cfg = resolve_config("teacher", "strings", {"name": "tfbind8"}, **options)
+    trainer = Trainer(env, cfg)
+    assert float(trainer.student.log_Z.detach()) == 5.0 and float(trainer.teacher.log_Z.detach()) == 5.0
+    for _ in range(12):
+        trainer.train_one_step()
+        assert float(trainer.student.log_Z.detach()) >= 0 and float(trainer.teacher.log_Z.detach()) >= 0
+
+
+# ---- the tasks end to end ----------------------------------------------------------------------------------
+def test_tfbind8_teacher_trains_and_reports_the_string_metrics(tmp_path):
+    env = tfbind8()
+    res = at.train(env, "teacher-per", reward_calls=640, hidden=16, n_evals=2, progress=False, out=tmp_path / "r")
+    s = res.summary
+    assert s["reward_calls"] == 640 and s["n_modes"] == 328 and 0 <= s["modes_found"] <= 328
+    assert abs(s["log_Z_true"] - 8.3350) < 1e-3 and math.isfinite(s["log_Z_is"]) and math.isfinite(s["eubo"])
+    assert s["elbo"] <= s["log_Z_true"] + 1e-6 <= s["eubo"] + 2e-6  # ELBO <= log Z <= EUBO (exact targets)
+    assert 0 <= s["mode_mass"] <= 1 and 0 <= s["l1"] <= 2 and -1 <= s["pearson"] <= 1
+    assert 0.001 <= s["top100_r"] <= 1.0 and 0 < s["top100_diversity"] <= 8
+    assert 0 <= s["onpolicy_modes"] <= 328 and 0.001 <= s["mean_r"] <= 1.0
+    assert (tmp_path / "r" / "modes.png").stat().st_size > 0
+    # the top-100 tracker is exactly the best distinct x among those sampled online
+    top = res.trainer.modes.top_states
+    assert len(top) == 100 and len(torch.unique(env.state_key(top))) == 100
+    resumed = Trainer.resume(tmp_path / "r", reward_calls=704)
+    assert torch.equal(resumed.modes.top_states, top)
+    resumed.train()
+    assert float(env.log_reward(resumed.modes.top_states).min()) >= float(env.log_reward(top).min())
+
+
+def test_string_tasks_on_the_command_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["info", "--task", "tfbind8", "--beta", "3"])
+    assert e.value.code == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_terminal_states"] == 65_536 and info["n_modes"] == 328 and abs(info["log_Z"] - 11.4621) < 1e-3
+    out = tmp_path / "run"
+    argv = ["train", "--task", "tfbind8", "--method", "tb", "--reward-calls", "320", "--hidden", "16"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--n-evals", "1", "--no-progress", "--out", str(out)])
+    assert e.value.code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == {"name": "tfbind8", "beta": 20.0, "reward_floor": True}
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["family"] == "strings" and config["policy"] == "ssr" and config["buffer"] == "reward"
+    for bad, message in ((["--dim", "2"], "--dim does not apply"), (["--height", "8"], "--height does not apply")):
+        with pytest.raises(SystemExit) as e:
+            main(["info", "--task", "qm9", *bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["info", "--task", "deceptive-grid", "--beta", "3"])
+    assert "--beta applies to the string tasks" in capsys.readouterr().err
+
+
+def test_task_info_of_the_oracle_tasks():
+    seh = task_info(make_string_task("seh"))
+    assert seh["n_terminal_states"] == 18**6 and seh["n_modes"] == 129 and seh["log_Z"] == pytest.approx(17.5524)
+    rna = task_info(make_string_task("rna1"))
+    assert rna["n_terminal_states"] == 4**14 and rna["n_modes"] == 8967 and rna["log_Z"] == pytest.approx(5.2202, 1e-4)
+
+
+def test_rna_rewards_use_the_csv_scale_and_reach_r_max_at_the_best_mode():
+    env = make_string_task("rna1")
+    best = env.from_strings(["GGGGGCCCCGCGCG"])
+    assert float(env.raw_reward(best)[0]) == pytest.approx(1.0545394628, abs=1e-9)
+    assert float(env.reward(best)[0]) == pytest.approx(10.0, rel=1e-5)  # scale(β=40) of the csv: max R = 10
+    assert bool(env.is_mode(best)[0])
+    assert env.target_samples().shape == (2048, 14)
+
+
+def test_seh_reward_and_modes():
+    env = make_string_task("seh")
+    x = env.from_strings(["ag550c", "000000"])
+    assert float(env.raw_reward(x)[0]) == 7.033253064721926
+    assert float(env.reward(x)[0]) == pytest.approx(10.0, rel=1e-12)
+    modes = env.modes()
+    assert bool(env.is_mode(modes).all()) and float(env.raw_reward(modes).min()) >= 6.8183016
+    assert not bool(env.is_mode(x[1:]).any())
+    with pytest.raises(RewardError, match=r"expected a \[m, 6\] tensor"):
+        env.log_reward(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(RewardError, match="indices 0..17"):
+        env.log_reward(torch.full((1, 6), 18))
+
+
+# ---- a user's own oracle -----------------------------------------------------------------------------------
+def _gc(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-20 * (((x == 1) | (x == 2)).double().mean(1) - 0.75) ** 2)
+
+
+def test_sequence_env_scores_strings_and_rejects_malformed_ones():
+    env = at.SequenceEnv("ACGT", 8, _gc, modes=["GGCCGGCA", "CCGGCCGA"])
+    assert env.score(["GGCCGGCC"]).tolist() == pytest.approx([math.exp(-20 * 0.25**2)])
+    with pytest.raises(RewardError, match="outside the alphabet 'ACGT'"):
+        env.score(["ACGU0000"])
+    with pytest.raises(RewardError, match="not a sequence of length 8"):
+        env.score(["ACG"])
+    by_string = at.SequenceEnv("ACGT", 8, lambda seqs: [s.count("G") + 1.0 for s in seqs], inputs="strings")
+    assert by_string.score(["GGGAAAAA", "AAAAAAAA"]).tolist() == [4.0, 1.0]
+    broken = at.SequenceEnv("ACGT", 8, lambda x: torch.ones(len(x) + 1))
+    with pytest.raises(RewardError, match="reward_fn must return"):
+        broken.score(["AAAAAAAA"])
+    at.check_env(env, n_samples=16)
+    assert env.n_modes == 2 and env.is_mode(env.from_strings(["GGCCGGCA", "AAAAAAAA"])).tolist() == [True, False]
+
+
+def test_sequence_env_trains_the_teacher_exactly_evaluated():
+    env = at.SequenceEnv("ACGT", 5, _gc)
+    res = at.train(env, "teacher", reward_calls=320, hidden=16, n_evals=1, progress=False)
+    assert res.config.family == "strings" and res.summary["reward_calls"] == 320
+    assert res.summary["l1"] is not None and 0 <= res.summary["l1"] <= 2  # 4^5 strings: exact evaluation
+    assert env.to_strings(res.student.sample(3))[0].__len__() == 5
