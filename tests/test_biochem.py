@@ -235,3 +235,91 @@ def test_sequence_env_trains_the_teacher_exactly_evaluated():
     assert res.config.family == "strings" and res.summary["reward_calls"] == 320
     assert res.summary["l1"] is not None and 0 <= res.summary["l1"] <= 2  # 4^5 strings: exact evaluation
     assert env.to_strings(res.student.sample(3))[0].__len__() == 5
+
+
+# ---- guided TB (Shen et al., 2023) -------------------------------------------------------------------------
+def _ab_env() -> PrependAppendStrings:
+    return PrependAppendStrings(2, 3, lambda x: torch.ones(len(x), dtype=torch.float64), alphabet="ab")
+
+
+def test_substructure_guide_probabilities_by_hand():
+    from adaptive_teacher.sources.guide import SubstructureGuide
+
+    env = _ab_env()
+    guide = SubstructureGuide(env)
+    observed = env.from_strings(["aab", "bbb", "aba"])
+    guide.observe(observed, torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64).log())
+    x = env.from_strings(["abb"])  # not observed itself
+    torch.manual_seed(0)
+    log_ps, ends = [], []
+    for _ in range(200):
+        traj, log_p = guide.trajectories(x, torch.zeros(1, dtype=torch.float64))
+        ends.append(env.to_strings(traj.terminal)[0])
+        log_ps.append((env.to_strings(traj.states[0, :4]), float(log_p[0])))
+        assert torch.equal(traj.actions[0, -1], torch.tensor(env.stop))
+    assert set(ends) == {"abb"}
+    # step 1, children of "" that are windows of abb: a (in aab, aba: mean 1.5), b (in all three: mean 2)
+    # step 2 from a: ab (aab, aba: 1.5); from b: ab (1.5) or bb (bbb: 3); step 3: abb (no other x: uniform)
+    expected = {
+        ("", "a", "ab", "abb"): math.log(1.5 / 3.5) + math.log(1.0) + math.log(1.0),
+        ("", "b", "ab", "abb"): math.log(2 / 3.5) + math.log(1.5 / 4.5) + math.log(1.0),
+        ("", "b", "bb", "abb"): math.log(2 / 3.5) + math.log(3 / 4.5) + math.log(1.0),
+    }
+    for path, log_p in log_ps:
+        assert log_p == pytest.approx(expected[tuple(path)], abs=1e-12)
+    freq = sum(1 for p, _ in log_ps if p[1] == "a") / len(log_ps)
+    assert abs(freq - 1.5 / 3.5) < 0.1
+    # an observed x does not score itself: only "aab" contains "aab"
+    traj, log_p = guide.trajectories(env.from_strings(["aab"]), torch.zeros(1, dtype=torch.float64))
+    assert env.to_strings(traj.terminal) == ["aab"] and float(log_p[0]) <= 0.0
+
+
+def test_learned_ssr_backward_policy_scores_unique_parents():
+    env = tfbind8()
+    torch.manual_seed(0)
+    model = SSRPolicy(env.n_features, hidden=16, learn_pb=True)
+    states = env.backward_rollout(env.from_index(torch.arange(0, 65536, 4099))).states[:, 3]
+    back = model.outputs(env, states).backward.detach()
+    parents, exists = env.parents(states)
+    for i in range(len(states)):
+        for b in range(env.n_backward_actions):
+            if not exists[i, b]:
+                assert float(back[i, b]) == 0.0
+                continue
+            e_s = model.back_encoder(env.features(states[i : i + 1]))
+            e_p = model.back_encoder(env.features(parents[i, b : b + 1]))
+            ref = model.back_scorer(torch.cat([e_s, e_p], -1)).squeeze().clamp(-50, 50).detach()
+            assert float(back[i, b]) == pytest.approx(float(ref), abs=1e-5)
+    lp = env.log_probs(model, env.backward_rollout(env.from_index(torch.arange(8)), model))
+    assert bool((lp.log_pb <= 0).all()) and bool((lp.log_pb < 0).any())
+
+
+def test_guided_tb_target_and_backward_regression():
+    env = make_string_task("qm9")
+    cfg = resolve_config("gtb", "strings", env.task_spec(), reward_calls=10**6, hidden=16, n_evals=1)
+    trainer = Trainer(env, cfg)
+    for _ in range(3):
+        trainer.train_one_step()
+    from adaptive_teacher.sources.schedule import ScheduledStep
+
+    batch = trainer.next_batch(ScheduledStep("replay"))
+    assert batch.log_guide is not None and batch.traj.batch_size == 32
+    traj, w = batch.traj, cfg.guide_mix
+    lp = env.log_probs(trainer.student, traj)
+    loss, delta, _ = trainer._objective(trainer.student, traj, traj.log_reward, batch.log_guide)
+    want = traj.log_reward + w * lp.log_pb.sum(1) + (1 - w) * batch.log_guide - trainer.student.log_Z - lp.log_pf.sum(1)
+    assert torch.allclose(delta.double(), want.double(), atol=1e-4)
+    back_loss = (lp.log_pb.sum(1) - batch.log_guide).square().mean()
+    tb_loss = want.square().clamp(max=100.0).mean()
+    assert float(loss) == pytest.approx(float(tb_loss + back_loss), rel=1e-5)
+    # P_B is trained by the regression alone: its gradient is that of the backward loss
+    params = list(trainer.student.back_encoder.parameters())
+    g_all = torch.autograd.grad(loss, params, retain_graph=True)
+    lp2 = env.log_probs(trainer.student, traj)
+    g_back = torch.autograd.grad((lp2.log_pb.sum(1) - batch.log_guide).square().mean(), params)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_all, g_back, strict=True))
+    assert len(trainer.guide.seen) > 0
+    with pytest.raises(ConfigError, match="needs --learn-pb|needs learn_pb"):
+        from adaptive_teacher.config import validate
+
+        validate(resolve_config("teacher", "strings", guide="substructure"))

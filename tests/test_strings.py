@@ -167,8 +167,8 @@ def test_ssr_factory_follows_the_config():
     cfg = adaptive_teacher.resolve_config("db", reward_calls=64, progress=False)
     assert make_ssr_policy(env, cfg).flow_head
     assert not make_ssr_policy(env, adaptive_teacher.resolve_config("tb", reward_calls=64)).flow_head
-    with pytest.raises(ConfigError, match="uniform P_B"):
-        make_ssr_policy(env, adaptive_teacher.resolve_config("tb", reward_calls=64, learn_pb=True))
+    learned = make_ssr_policy(env, adaptive_teacher.resolve_config("tb", reward_calls=64, learn_pb=True))
+    assert learned.learn_pb and learned.back_encoder is not None
 
 
 @pytest.mark.parametrize("method", ["tb", "teacher-db"])

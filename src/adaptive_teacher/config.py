@@ -97,6 +97,14 @@ class TrainConfig:
     )
     eps: float = _opt(0.0, "exploration: ε-uniform actions (discrete) or extra noise std (diffusion)")
     explore_teacher: bool = _opt(False, "the Teacher's online samples use the Student's ε-exploration too")
+    guide: str = _opt(
+        "none",
+        "guided TB (Shen et al. 2023): replayed x take the substructure guide's trajectories",
+        "strings",
+        choices=("none", "substructure"),
+    )
+    guide_mix: float = _opt(0.5, "guided TB target: w·Σlog P_B + (1 − w)·log p_guide (+ log R)", "strings")
+    guide_temperature: float = _opt(1.0, "guided TB: the guide picks a child ∝ max(score, 1e-5)^τ", "strings")
     learn_pb: bool = _opt(False, "learn the backward policy", DAG)
     gafn: bool = _opt(False, "GAFN: RND intrinsic rewards with augmented flows", DAG)
     ri_scale: float = _opt(0.01, "GAFN intrinsic-reward scale", DAG)
@@ -291,6 +299,12 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
         ),
         (cfg.teacher_round_every >= 2, f"{o('teacher_round_every')} must be >= 2 (got {cfg.teacher_round_every})"),
         (cfg.exact_every >= 1, f"{o('exact_every')} must be >= 1 (got {cfg.exact_every})"),
+        (0.0 <= cfg.guide_mix <= 1.0, f"{o('guide_mix')} must be in [0, 1] (got {cfg.guide_mix})"),
+        (cfg.guide_temperature > 0, f"{o('guide_temperature')} must be > 0 (got {cfg.guide_temperature})"),
+        (
+            cfg.guide == "none" or (cfg.learn_pb and not cfg.teacher and cfg.buffer != "none"),
+            f"{o('guide')} substructure needs {o('learn_pb')} (the guide trains P_B), a buffer, and no Teacher",
+        ),
         (cfg.loss_clamp is None or cfg.loss_clamp > 0, f"{o('loss_clamp')} must be > 0 (got {cfg.loss_clamp})"),
         (0.0 <= cfg.eps <= 1.0, f"{o('eps')} must be in [0, 1] (got {cfg.eps})"),
         (cfg.C >= 0, f"{o('C')} must be >= 0 (got {cfg.C})"),

@@ -250,6 +250,8 @@ STRINGS = TaskFamily(
         "teacher": {"teacher": True},
         "teacher-per": {"teacher": True, "buffer": "teacher_reward"},
         "teacher-ls": {"teacher": True, "local_search": True},
+        # Shen et al. (2023): the substructure guide, a learned P_B regressed onto it, squared errors <= 100.
+        "gtb": {"guide": "substructure", "learn_pb": True, "loss_clamp": 100.0},
     },
     objectives=("tb", "db"),
     local_search="back_and_forth",

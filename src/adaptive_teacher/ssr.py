@@ -7,8 +7,10 @@ child s' of s (``env.children``); a scorer MLP gives each child the logit
     logit(s → s') = clip(score([e(s), e(s')]), −50, 50),        P_F(s'|s) = softmax over the allowed moves,
 
 and stop the logit clip(score([e(s), e(s)]), −50, 50): the official code scores stop as the move to the
-terminal copy of s, which it featurises like s itself. P_B is uniform (``learn_pb = False``); with
-``flow_head`` a linear head on e(s) gives log F(s) for detailed balance (and GAFN's edge terms). Sizes of
+terminal copy of s, which it featurises like s itself. P_B is uniform (``learn_pb = False``) or, with
+``learn_pb``, a second SSR network of the same shape scores each unique parent p of s, clip(score_B([e_B(s),
+e_B(p)])) (Shen et al.'s separate backward policy, for guided TB); with ``flow_head`` a linear head on e(s)
+gives log F(s) for detailed balance (and GAFN's edge terms). Sizes of
 Kim et al.'s ``settings.yaml``: one hidden layer in the encoder and in the scorer, hidden = embedding width
 = 1024 on QM9 and sEH, 128 on TFBind8 and RNA.
 
@@ -30,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from adaptive_teacher.errors import ConfigError, option
 from adaptive_teacher.metrics.exact import ExactEvaluator
 from adaptive_teacher.policies import Policy, PolicyOutputs, mlp
 
@@ -47,8 +48,6 @@ class SSRPolicy(nn.Module):
     ``hidden`` is the width of every hidden layer, ``embed_dim`` that of the embedding (default ``hidden``).
     """
 
-    learn_pb = False
-
     def __init__(
         self,
         n_features: int,
@@ -59,6 +58,7 @@ class SSRPolicy(nn.Module):
         flow_head: bool = False,
         logit_clip: float = LOGIT_CLIP,
         chunk: int = 16_384,
+        learn_pb: bool = False,
     ):
         super().__init__()
         embed = int(embed_dim or hidden)
@@ -67,6 +67,9 @@ class SSRPolicy(nn.Module):
         self.scorer = mlp(2 * embed, 1, hidden, scorer_layers)
         self.flow_head = bool(flow_head)
         self.flow = nn.Linear(embed, 1) if flow_head else None
+        self.learn_pb = bool(learn_pb)
+        self.back_encoder = mlp(n_features, embed, hidden, encoder_layers) if learn_pb else None
+        self.back_scorer = mlp(2 * embed, 1, hidden, scorer_layers) if learn_pb else None
         self.log_Z = nn.Parameter(torch.zeros(()))
 
     def _unique(self, env: DiscreteEnv, states: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -116,7 +119,8 @@ class SSRPolicy(nn.Module):
         parts = [self._outputs(env, states[i : i + per_block]) for i in range(0, len(states), per_block)]
         flows = [p.log_flow for p in parts]
         flow = None if flows[0] is None else torch.cat(flows)  # type: ignore[arg-type]
-        return PolicyOutputs(torch.cat([p.forward for p in parts]), None, flow)
+        back = None if not self.learn_pb else torch.cat([p.backward for p in parts])  # type: ignore[misc]
+        return PolicyOutputs(torch.cat([p.forward for p in parts]), back, flow)
 
     def _outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs:
         n, k = states.shape[0], env.n_actions - 1
@@ -131,7 +135,24 @@ class SSRPolicy(nn.Module):
             e_s, g_s, g_c = e[inverse[:n]], g[inverse[:n]], g[inverse[n:]]
         h_s, _ = self.project(e_s)
         log_flow = None if self.flow is None else self.flow(e_s).squeeze(-1)
-        return PolicyOutputs(self.pair_logits(h_s, g_s, g_c, rows, moves, k), None, log_flow)
+        back = self._backward_logits(env, states) if self.learn_pb else None
+        return PolicyOutputs(self.pair_logits(h_s, g_s, g_c, rows, moves, k), back, log_flow)
+
+    def _backward_logits(self, env: DiscreteEnv, states: Tensor) -> Tensor:
+        """[n, n_backward_actions]: clip(score_B([e_B(s), e_B(p)])) for each allowed parent p, 0 where masked."""
+        assert self.back_encoder is not None and self.back_scorer is not None
+        n = states.shape[0]
+        parents, exists = env.parents(states)
+        rows, moves = exists.nonzero(as_tuple=True)
+        rep, inverse = self._unique(env, torch.cat([states, parents[rows, moves]]))
+        e = self.back_encoder(env.features(rep))
+        e = e if inverse is None else e[inverse]
+        first = self.back_scorer[0]
+        assert isinstance(first, nn.Linear)
+        h = e[:n] @ first.weight[:, : self.embed_dim].T + first.bias
+        g = e[n:] @ first.weight[:, self.embed_dim :].T
+        scores = self.back_scorer[1:](h[rows] + g).squeeze(-1).clamp(-self.logit_clip, self.logit_clip)
+        return scores.new_zeros((n, env.n_backward_actions)).index_put((rows, moves), scores)
 
 
 class SSRExactEvaluator(ExactEvaluator):
@@ -175,8 +196,6 @@ class SSRExactEvaluator(ExactEvaluator):
 
 def make_ssr_policy(env: DiscreteEnv, cfg: Any) -> SSRPolicy:
     """The SSR policy a TrainConfig asks for: width ``cfg.hidden``, a flow head for DB and GAFN (as the MLP
-    factory of families.py). A learned P_B is not implemented for SSR (Kim et al. train it with uniform P_B)."""
-    if getattr(cfg, "learn_pb", False):
-        raise ConfigError(f"{option('learn_pb')}: the SSR policy of the string tasks has a uniform P_B")
+    factory of families.py), a learned SSR P_B with ``learn_pb`` (guided TB; Kim et al. use the uniform one)."""
     flow = getattr(cfg, "objective", "tb") == "db" or bool(getattr(cfg, "gafn", False))
-    return SSRPolicy(env.n_features, hidden=int(cfg.hidden), flow_head=flow)
+    return SSRPolicy(env.n_features, hidden=int(cfg.hidden), flow_head=flow, learn_pb=bool(cfg.learn_pb))

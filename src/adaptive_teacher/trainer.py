@@ -48,6 +48,7 @@ from adaptive_teacher.sources import (
     teacher_log_reward,
     transitions,
 )
+from adaptive_teacher.sources.guide import SubstructureGuide
 from adaptive_teacher.sources.schedule import Batch, ScheduledStep
 from adaptive_teacher.sources.teacher import teacher_log_reward_transitions
 from adaptive_teacher.tasks import task_spec
@@ -141,6 +142,7 @@ class Trainer:
             self.buffer = ReplayBuffer(
                 capacity, shape, env.state_dtype, config.buffer_sampling, config.buffer_refresh_age
             )
+        self.guide = SubstructureGuide(env, config.guide_temperature) if config.guide == "substructure" else None
         self.modes = ModeTracker(env, self.family.top_k)
         if hasattr(self.evaluator, "tracker"):  # the string plots draw the best x found
             self.evaluator.tracker = self.modes
@@ -257,6 +259,10 @@ class Trainer:
         source = step.source
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0 and self.transition_replay:
             return Batch(transitions.sample(self.env, self.buffer, transitions.replay_size(self.env, bs)), "replay")
+        if source == "replay" and self.buffer is not None and len(self.buffer) > 0 and self.guide is not None:
+            x, log_r = self.buffer.sample(bs)
+            traj, log_guide = self.guide.trajectories(x, log_r)
+            return Batch(traj, "replay", log_guide)
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0:
             return Batch(batches.replayed(self.env, self.buffer, bs, self.backward_model), "replay")
         if source == "replay":
@@ -295,10 +301,24 @@ class Trainer:
         return Batch(traj, source)
 
     # ---- one optimisation step --------------------------------------------------------------------
-    def _objective(self, model: nn.Module, traj: Trajectories, log_reward: torch.Tensor):
-        """(loss, δ, the detached per-transition DB residuals or None) of ``model`` on ``traj``."""
+    def _objective(
+        self, model: nn.Module, traj: Trajectories, log_reward: torch.Tensor, log_guide: torch.Tensor | None = None
+    ):
+        """(loss, δ, the detached per-transition DB residuals or None) of ``model`` on ``traj``.
+
+        Guided TB (Shen et al., 2023): P_B enters the TB residual detached; on guide trajectories the target is
+        log R + w·Σlog P_B + (1 − w)·log p_guide and the loss adds (Σlog P_B − log p_guide)², which alone trains
+        the learned P_B."""
         lp = self.env.log_probs(model, traj)
         target = log_reward.to(lp.log_pf.dtype)
+        back_loss = None
+        if self.guide is not None and model is self.student:
+            log_pb = lp.log_pb
+            lp.log_pb = log_pb.detach()
+            if log_guide is not None:
+                guide = log_guide.to(target.dtype)
+                target = target + (1.0 - self.cfg.guide_mix) * (guide - lp.log_pb.sum(1))
+                back_loss = (log_pb.sum(1) - guide).square().mean()
         if self.cfg.objective == "db":
             loss, delta, resid = detailed_balance(lp, target, return_residuals=True)
             return loss, delta, resid.detach()
@@ -310,7 +330,7 @@ class Trainer:
         loss, delta = trajectory_balance(lp, model.log_Z, target)
         if self.cfg.loss_clamp is not None:  # Kim et al.'s string code: each squared residual clamped (no grad above)
             loss = delta.square().clamp(max=self.cfg.loss_clamp).mean()
-        return loss, delta, None
+        return (loss if back_loss is None else loss + back_loss), delta, None
 
     def _clip_step(
         self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float, params: list | None = None
@@ -349,7 +369,9 @@ class Trainer:
             loss, delta = gafn_trajectory_balance(lp, self.student.log_Z, traj.log_reward, intrinsic, forced_stop)
             per_step = None
         else:
-            loss, delta, per_step = self._objective(self.student, traj, traj.log_reward)
+            loss, delta, per_step = self._objective(self.student, traj, traj.log_reward, batch.log_guide)
+        if self.guide is not None and batch.fresh:
+            self.guide.observe(traj.terminal, traj.log_reward)
         total = loss if rnd_loss is None else loss + rnd_loss
         if not torch.isfinite(total):
             raise TrainingDiverged(f"the Student loss became {total.item()}")
@@ -626,6 +648,7 @@ class Trainer:
             "buffer": None if self.buffer is None else self.buffer.state_dict(),
             "modes": sorted(self.modes.found),
             "top": self.modes.state_dict() if self.modes.top_k > 0 else None,
+            "guide": None if self.guide is None else self.guide.state_dict(),
             "step": self.step,
             "reward_calls": self.reward_calls,
             "wall_s": self.wall_s,
@@ -654,6 +677,8 @@ class Trainer:
         self.modes.found = set(d["modes"])
         if d.get("top") is not None:
             self.modes.load_state_dict(d["top"])
+        if self.guide is not None:
+            self.guide.load_state_dict(d["guide"])
         self.step, self.reward_calls, self.wall_s = d["step"], d["reward_calls"], d["wall_s"]
         self.next_eval, self.history = d["next_eval"], d["history"]
         torch.set_rng_state(d["rng"])

@@ -203,6 +203,17 @@ class DiscreteEnv(ABC):
         moves = torch.arange(k, device=states.device).repeat(n).masked_fill(~exists.reshape(-1), -1)
         return self.step_or_stay(rep, moves).view(n, k, *shape), exists
 
+    def parents(self, states: Tensor) -> tuple[Tensor, Tensor]:
+        """The parent of each state under each backward action: ``(parents, exists)``, [n, n_backward_actions,
+        *state_shape] and [n, n_backward_actions] bool (the state itself where the action is not allowed), for
+        policies that score parents (a learned SSR P_B)."""
+        n, k, shape = states.shape[0], self.n_backward_actions, states.shape[1:]
+        exists = self.backward_mask(states)
+        rep = states[:, None].expand(n, k, *shape).reshape(n * k, *shape)
+        moves = torch.arange(k, device=states.device).repeat(n)
+        parent, _ = self.backward_step_or_stay(rep, moves, exists.reshape(-1))
+        return parent.view(n, k, *shape), exists
+
     def forced_stop(self, x: Tensor) -> Tensor:
         """Whether stop is the only action allowed at each terminal state x (e.g. a grid coordinate at H-1)."""
         mask = self.forward_mask(x)

@@ -82,7 +82,7 @@ class StringEvaluator:
         assert target is not None
         ws, log_pf, log_r = [], [], []
         for i in range(0, len(target), batch):
-            traj = env.backward_rollout(target[i : i + batch])
+            traj = env.backward_rollout(target[i : i + batch], student if student.learn_pb else None)
             lp = env.log_probs(student, traj, dtype=torch.float64)
             r = env.log_reward(traj.terminal).to(torch.float64)
             ws.append(r + lp.log_pb.sum(1) - lp.log_pf.sum(1))

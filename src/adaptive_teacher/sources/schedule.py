@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from torch import Tensor
+
 from adaptive_teacher.envs.base import Trajectories
 
 Source = Literal["student", "teacher", "replay"]
@@ -39,6 +41,7 @@ class Batch:
 
     traj: Trajectories
     source: Source
+    log_guide: Tensor | None = None  # guided TB: log p_guide of each replayed trajectory
 
     @property
     def fresh(self) -> bool:
