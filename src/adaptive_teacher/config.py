@@ -131,6 +131,7 @@ class TrainConfig:
     )
     teacher_on_backward: bool = _opt(False, "the Teacher trains on fresh backward trajectories of the batch's x")
     clip_grad_norm: float = _opt(1.0, "gradient-norm clipping (0: none)")
+    clip_log_z: bool = _opt(True, "gradient clipping covers log Z too (the strings code clips the policy only)")
     weight_decay: float = _opt(0.0, "Adam weight decay of both optimisers, log Z included")
     protocol: str = _opt("default", "a paper's settings for this family: default, or kim2025 (diffusion)")
     teacher_round_every: int = _opt(

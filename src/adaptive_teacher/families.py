@@ -212,14 +212,16 @@ STRINGS = TaskFamily(
     # batch of 32 (Student with ε = 0.01 over unique children; one round in three the Teacher, with the same ε)
     # and one replayed batch of 32 from the last 1,000 distinct x (half from the top 10 % by priority, half
     # from the rest), both models trained on both; squared residuals clamped at 5,000; log Z starts at 5 and
-    # stays >= 0; lr 1e-4 (Teacher 5e-4), log Z lr 1e-2, clipping 10; PER refreshes replayed priorities; local
-    # search: 4 seeds × 7 back-and-forth rounds of k = 3 moves, σ(log A) acceptance, all 32 x trained on.
+    # stays >= 0; lr 1e-4 (Teacher 5e-4), log Z lr 1e-2, clipping 10 (not log Z); PER refreshes replayed
+    # priorities; local search: 4 seeds × 7 back-and-forth rounds of k = 3 moves, σ(log A) acceptance, all 32
+    # x trained on.
     defaults={
         "batch_size": 32,
         "lr": 1e-4,
         "lr_log_z": 1e-2,
         "teacher_lr_scale": 5.0,
         "clip_grad_norm": 10.0,
+        "clip_log_z": False,
         "eps": 0.01,
         "explore_teacher": True,
         "alpha": 0.5,

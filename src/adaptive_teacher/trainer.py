@@ -336,12 +336,13 @@ class Trainer:
         self, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float, params: list | None = None
     ) -> None:
         """One optimiser step; clipping covers ``params`` (default: the policy and its log Z, the first two
-        parameter groups)."""
+        parameter groups; the policy only without ``clip_log_z``)."""
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if max_norm > 0:
             if params is None:
-                params = [p for g in opt.param_groups[:2] for p in g["params"]]
+                groups = opt.param_groups[:2] if self.cfg.clip_log_z else opt.param_groups[:1]
+                params = [p for g in groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, max_norm)
         opt.step()
 
