@@ -35,6 +35,13 @@ def test_task_settings_follow_the_official_settings_yaml():
     assert (rna.hidden, rna.ls_back_steps, rna.ls_iterations, rna.ls_style) == (128, 7, 7, "chain")
     assert resolve_config("tb", "strings", {"name": "rna1"}, hidden=64).hidden == 64  # given options win
     assert resolve_config("tb-per", "strings", {"name": "tfbind8"}).buffer == "teacher_reward"
+    gtb = resolve_config("gtb", "strings", {"name": "rna1"})
+    assert (gtb.guide_mix, gtb.guide_temperature) == (0.25, 3.0)  # RNA's settings.yaml (QM9, sEH: 0.5, 1.0)
+    from adaptive_teacher.config import validate
+
+    validate(resolve_config("tb", "strings", {"name": "tfbind8"}, batch_size=30))  # no local search: any batch
+    with pytest.raises(ConfigError, match="divisible"):
+        validate(resolve_config("tb-ls", "strings", {"name": "tfbind8"}, batch_size=30))
     with pytest.raises(ConfigError, match="discrete and strings tasks only"):
         from adaptive_teacher.config import validate
 
@@ -98,15 +105,17 @@ def test_chained_local_search_keeps_a_window_and_counts_every_proposal():
     seeds = env.with_rewards(env.rollout(model, 4))
     cur, proposals = back_and_forth(env, model, seeds, lambda t: t.log_reward, 7, 0.5, "barker", back_steps=3)
     assert len(proposals) == 7 and all(p.batch_size == 4 for p in proposals)
-    # each proposal rebuilds the last 3 moves of a P_B trajectory to the row's current x (the seed or an
-    # earlier proposal): it shares a 5-character window with one of them
+    # k = 3 backward steps are the unstop and 2 characters (the official string MDP): each proposal keeps a
+    # 6-character window of the row's current x (the seed or an earlier proposal) and rebuilds the rest
     history = [env.to_strings(seeds.terminal)]
+    changed = 0
     for p in proposals:
         for j, x_new in enumerate(env.to_strings(p.terminal)):
-            windows = {x_new[i : i + 5] for i in range(4)}
+            windows = {x_new[i : i + 6] for i in range(3)}
+            changed += x_new not in [h[j] for h in history]
             assert any(any(w in h[j] for w in windows) for h in history)
         history.append(env.to_strings(p.terminal))
-    assert cur.batch_size == 4
+    assert cur.batch_size == 4 and changed > 0
     cfg = resolve_config("tb-ls", "strings", {"name": "tfbind8"}, reward_calls=64, hidden=16, n_evals=1)
     trainer = Trainer(env, cfg)
     trainer.train_one_step()
@@ -118,7 +127,8 @@ def test_back_steps_destroy_exactly_k_moves():
     from adaptive_teacher.sources.local_search import kept_moves
 
     back = env.backward_rollout(env.from_index(torch.arange(10)))
-    assert kept_moves(env, back, 0.5, back_steps=4).tolist() == [2] * 10
+    assert kept_moves(env, back, 0.5, back_steps=4).tolist() == [3] * 10  # unstop + 3 of the 6 characters
+    assert kept_moves(env, back, 0.5, back_steps=1).tolist() == [6] * 10  # unstop only: x is proposed again
     assert kept_moves(env, back, 0.5, back_steps=9).tolist() == [0] * 10
 
 
@@ -145,7 +155,6 @@ def test_tfbind8_teacher_trains_and_reports_the_string_metrics(tmp_path):
     assert 0.001 <= s["top100_r"] <= 1.0 and 0 < s["top100_diversity"] <= 8
     assert 0 <= s["onpolicy_modes"] <= 328 and 0.001 <= s["mean_r"] <= 1.0
     assert (tmp_path / "r" / "modes.png").stat().st_size > 0
-    # the top-100 tracker is exactly the best distinct x among those sampled online
     top = res.trainer.modes.top_states
     assert len(top) == 100 and len(torch.unique(env.state_key(top))) == 100
     resumed = Trainer.resume(tmp_path / "r", reward_calls=704)
@@ -225,6 +234,10 @@ def test_sequence_env_scores_strings_and_rejects_malformed_ones():
     broken = at.SequenceEnv("ACGT", 8, lambda x: torch.ones(len(x) + 1))
     with pytest.raises(RewardError, match="reward_fn must return"):
         broken.score(["AAAAAAAA"])
+    with pytest.raises(RewardError, match="long tensor"):
+        env.reward(torch.full((2, 8), 1.5))
+    with pytest.raises(RewardError, match="score\\(\\) takes strings"):
+        env.reward([[0] * 8])
     at.check_env(env, n_samples=16)
     assert env.n_modes == 2 and env.is_mode(env.from_strings(["GGCCGGCA", "AAAAAAAA"])).tolist() == [True, False]
 
@@ -269,9 +282,16 @@ def test_substructure_guide_probabilities_by_hand():
         assert log_p == pytest.approx(expected[tuple(path)], abs=1e-12)
     freq = sum(1 for p, _ in log_ps if p[1] == "a") / len(log_ps)
     assert abs(freq - 1.5 / 3.5) < 0.1
-    # an observed x does not score itself: only "aab" contains "aab"
-    traj, log_p = guide.trajectories(env.from_strings(["aab"]), torch.zeros(1, dtype=torch.float64))
-    assert env.to_strings(traj.terminal) == ["aab"] and float(log_p[0]) <= 0.0
+    # an observed x does not score itself: for "aab" (R = 1) the others are bbb (3) and aba (2)
+    paths = {
+        ("", "a", "ab", "aab"): math.log(2 / 4.5) + math.log(2 / (2 + 1e-5)),
+        ("", "a", "aa", "aab"): math.log(2 / 4.5) + math.log(1e-5 / (2 + 1e-5)),
+        ("", "b", "ab", "aab"): math.log(2.5 / 4.5),
+    }
+    for _ in range(20):
+        traj, log_p = guide.trajectories(env.from_strings(["aab"]), torch.zeros(1, dtype=torch.float64))
+        path = tuple(env.to_strings(traj.states[0, :4]))
+        assert float(log_p[0]) == pytest.approx(paths[path], abs=1e-12)
 
 
 def test_learned_ssr_backward_policy_scores_unique_parents():
@@ -323,3 +343,21 @@ def test_guided_tb_target_and_backward_regression():
         from adaptive_teacher.config import validate
 
         validate(resolve_config("teacher", "strings", guide="substructure"))
+
+
+def test_top_k_tracker_is_the_best_distinct_states_seen():
+    from adaptive_teacher.metrics.modes import ModeTracker
+
+    env = tfbind8()
+    tracker = ModeTracker(env, top_k=50)
+    torch.manual_seed(0)
+    seen = []
+    for _ in range(20):  # batches with repeats within and across them
+        x = env.from_index(torch.randint(0, 400, (64,)))
+        tracker.update(x, env.log_reward(x))
+        seen.append(x)
+    allx = torch.unique(torch.cat(seen), dim=0)
+    best = torch.sort(env.log_reward(allx), descending=True).values[:50]
+    assert torch.equal(torch.sort(tracker.top_log_reward, descending=True).values, best)
+    assert len(torch.unique(env.state_key(tracker.top_states))) == 50
+    assert torch.equal(env.log_reward(tracker.top_states), tracker.top_log_reward)

@@ -145,13 +145,15 @@ class TaskInfo:
     eval_every: int  # rounds between evaluations
     ls_back_steps: int  # k of the back-and-forth local search
     molecule: bool = False  # a chain of molecular building blocks (diversity by Tanimoto, molecule pictures)
+    guide_mix: float = 0.5  # guided TB: target_mix_backpolicy_weight of settings.yaml
+    guide_temperature: float = 1.0  # guided TB: guide_sampling_temperature of settings.yaml
     true_samples: tuple[tuple[float, str], ...] = ()  # (β, file) of shipped exact target samples
 
 
 def _rna(t: int, n_modes: int) -> TaskInfo:
     return TaskInfo(
         f"rna{t}", "rna", "UCGA", "UCGA", f"rna/L14_RNA{t}_modes.txt", 14, n_modes, 10.0, 40.0, (40.0, 8.0),
-        1e-12, 0.0, 128, 0.01, 2000, 50, 7,
+        1e-12, 0.0, 128, 0.01, 2000, 50, 7, guide_mix=0.25, guide_temperature=3.0,
         true_samples=((40.0, "rna/L14_RNA1_true_samples_beta40.txt"),) if t == 1 else (),
     )  # fmt: skip
 
@@ -168,7 +170,7 @@ TASKS: dict[str, TaskInfo] = {
     ),
     "tfbind8": TaskInfo(
         "tfbind8", "tfbind8", "ACGT", "0123", "tfbind8/modes.txt", 8, 328, 10.0, 20.0, (20.0, 3.0),
-        0.0, 1e-20, 128, 0.01, 2000, 50, 3,
+        0.0, 1e-20, 128, 0.01, 2000, 50, 3, guide_mix=0.25, guide_temperature=3.0,
     ),
     "rna1": _rna(1, 8967),
     "rna2": _rna(2, 8402),
@@ -180,7 +182,8 @@ SAMPLES_PER_ROUND = 32  # one online batch of Kim et al.'s discovery code: its r
 
 def task_config_defaults(name: str | None) -> dict[str, Any]:
     """The training options a built-in task sets for itself (Kim et al.'s settings.yaml): the SSR width, ε, the
-    local search's k, the evaluation interval (as evaluations per run) and how often the exact metrics run.
+    local search's k, the evaluation interval (as evaluations per run), how often the exact metrics run, and
+    guided TB's target mix and guide temperature.
     {} for any other name."""
     if name not in TASKS:
         return {}
@@ -192,6 +195,8 @@ def task_config_defaults(name: str | None) -> dict[str, Any]:
         "n_evals": info.rounds // info.eval_every,
         # QM9's exact DP at width 1024 takes ~20 s: every 5th evaluation (10 of 50, and the last)
         "exact_every": 5 if info.hidden >= 1024 and name in TABLE_TASKS else 1,
+        "guide_mix": info.guide_mix,
+        "guide_temperature": info.guide_temperature,
     }
 
 

@@ -80,7 +80,9 @@ class TrainConfig:
     local_search: bool = _opt(False, "local search: back-and-forth (discrete, LS-GFN) or MALA (diffusion)")
     ls_iterations: int = _opt(4, "local-search iterations (MALA steps for diffusion)")
     ls_back_ratio: float = _opt(0.5, "fraction of the trajectory that back-and-forth destroys", DAG)
-    ls_back_steps: int | None = _opt(None, "back-and-forth destroys this many moves (instead of ls_back_ratio)", DAG)
+    ls_back_steps: int | None = _opt(
+        None, "back-and-forth undoes this many backward steps, stop included (instead of ls_back_ratio)", DAG
+    )
     ls_accept: str = _opt(
         "greedy",
         "back-and-forth acceptance: greedy, mh (Metropolis-Hastings) or barker (probability σ(log A), the "
@@ -116,7 +118,9 @@ class TrainConfig:
     log_z_init: float = _opt(0.0, "initial log Z of both models")
     log_z_min: float | None = _opt(None, "log Z is clamped from below at this value after every step")
     loss_clamp: float | None = _opt(
-        None, "clamp each squared TB residual at this value, in the losses and in the Teacher reward's δ²"
+        None,
+        "clamp each squared TB residual at this value, in the TB losses and the Teacher reward's δ² (not DB, not "
+        "GAFN's augmented TB: as the official code)",
     )
     teacher_lr: float | None = _opt(None, "Teacher learning rate (default: teacher_lr_scale × lr)")
     teacher_lr_scale: float = _opt(1.0, "Teacher lr as a multiple of the Student's")
@@ -146,7 +150,7 @@ class TrainConfig:
     arch: str = _opt("pis", "drift network: PIS (hidden 64) or the 256-wide one", "diffusion", choices=("pis", "at256"))
     learn_var: bool = _opt(False, "learned per-step variance", "diffusion")
     n_evals: int = _opt(20, "evaluations (metrics lines) per run")
-    exact_every: int = _opt(1, "exact metrics (L1, mode mass) every this many evaluations and at the end", DAG)
+    exact_every: int = _opt(1, "exact metrics (L1, mode mass) every this many evaluations and at the end", "strings")
     eval_samples: int = _opt(2000, "samples per evaluation", ("diffusion", "strings"))
     final_eval_samples: int = _opt(10_000, "samples of the final evaluation", "diffusion")
     progress: bool = _opt(True, "show a progress bar", cli=False)
@@ -294,7 +298,7 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
         ),
         (cfg.ls_back_steps is None or cfg.ls_back_steps >= 1, f"{o('ls_back_steps')} must be >= 1"),
         (
-            cfg.ls_style != "chain" or cfg.batch_size % (cfg.ls_iterations + 1) == 0,
+            not cfg.local_search or cfg.ls_style != "chain" or cfg.batch_size % (cfg.ls_iterations + 1) == 0,
             f"{o('ls_style')} chain needs {o('batch_size')} divisible by {o('ls_iterations')} + 1 "
             f"(got {cfg.batch_size} and {cfg.ls_iterations})",
         ),

@@ -71,11 +71,17 @@ class SequenceEnv(PrependAppendStrings):
         return self.from_strings(list(sequences))
 
     def reward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.length or bool(((x < 0) | (x >= self.alphabet_size)).any()):
-            raise RewardError(
-                f"{self.name}: expected full sequences as indices 0..{self.alphabet_size - 1}, shape [m, "
-                f"{self.length}] (got shape {list(x.shape)})"
-            )
+        expected = f"full sequences as a long tensor [m, {self.length}] of indices 0..{self.alphabet_size - 1}"
+        if not isinstance(x, Tensor):
+            raise RewardError(f"{self.name}: expected {expected} (got {type(x).__name__}; score() takes strings)")
+        if (
+            x.dim() != 2
+            or x.shape[1] != self.length
+            or x.dtype.is_floating_point
+            or x.dtype == torch.bool
+            or bool(((x < 0) | (x >= self.alphabet_size)).any())
+        ):
+            raise RewardError(f"{self.name}: expected {expected} (got {x.dtype} of shape {list(x.shape)})")
         value = self.user_reward_fn(self.to_strings(x) if self.inputs == "strings" else x.clone())
         if not isinstance(value, Tensor):
             try:

@@ -318,7 +318,9 @@ class Trainer:
             if log_guide is not None:
                 guide = log_guide.to(target.dtype)
                 target = target + (1.0 - self.cfg.guide_mix) * (guide - lp.log_pb.sum(1))
-                back_loss = (log_pb.sum(1) - guide).square().mean()
+                back_sq = (log_pb.sum(1) - guide).square()
+                clamp = self.cfg.loss_clamp
+                back_loss = (back_sq if clamp is None else back_sq.clamp(max=clamp)).mean()
         if self.cfg.objective == "db":
             loss, delta, resid = detailed_balance(lp, target, return_residuals=True)
             return loss, delta, resid.detach()
@@ -680,6 +682,8 @@ class Trainer:
             self.modes.load_state_dict(d["top"])
         if self.guide is not None:
             self.guide.load_state_dict(d["guide"])
+        if hasattr(self.evaluator, "evaluations"):  # the exact-metrics cadence continues where it was
+            self.evaluator.evaluations = len(self.history)
         self.step, self.reward_calls, self.wall_s = d["step"], d["reward_calls"], d["wall_s"]
         self.next_eval, self.history = d["next_eval"], d["history"]
         torch.set_rng_state(d["rng"])

@@ -44,7 +44,7 @@ class StringEvaluator:
         self.exact = SSRExactEvaluator(env) if env.enumerate_states() is not None else None
         self.target = env.target_samples() if hasattr(env, "target_samples") else None
         self._mode_of_terminal = env.is_mode(self.exact.terminal_states) if self.exact is not None else None
-        self._evaluations = 0
+        self.evaluations = 0
         self.tracker: Any = None  # the trainer's ModeTracker (the best x found, for the plots)
 
     @property
@@ -68,12 +68,12 @@ class StringEvaluator:
         row["delta_log_Z_is"] = bounds["delta_log_Z_is"]
         if self.target is not None:
             row.update(self._on_target(student))
-        if self.exact is not None and (final or self._evaluations % self.exact_every == 0):
+        if self.exact is not None and (final or self.evaluations % self.exact_every == 0):
             p = self.exact.distribution(student)
             l1 = float((p - self.exact.target).abs().sum())
             row["l1"], row["l1_mean"] = l1, l1 / self.exact.n_terminal
             row["mode_mass"] = float(p[self._mode_of_terminal].sum())
-        self._evaluations += 1
+        self.evaluations += 1
         return row
 
     def _on_target(self, student: nn.Module, batch: int = 1024) -> dict[str, float]:

@@ -34,11 +34,13 @@ def _suffix_log_ratio(env: DiscreteEnv, model: Policy, traj: Trajectories, keep:
 
 def kept_moves(env: DiscreteEnv, back: Trajectories, back_ratio: float, back_steps: int | None = None) -> torch.Tensor:
     """How many moves of each trajectory the destroy step keeps: the trajectory's n states are s_0..s_k, x
-    (k moves, x twice after a free stop, once after a forced one) and the last int(back_ratio·n) go; with
-    ``back_steps`` the last that many moves go (all of them when the trajectory is shorter)."""
+    (k moves, x twice after a free stop, once after a forced one) and the last int(back_ratio·n) go. With
+    ``back_steps`` = k, k backward transitions are undone, the stop transition being the first of them, so
+    k − 1 moves go (Kim et al.'s string code, whose stopped string is a leaf state left by an "unstop" step:
+    k = 3 resamples 2 characters)."""
     moves = back.lengths - 1
     if back_steps is not None:
-        return (moves - back_steps).clamp(min=0)
+        return (moves - (back_steps - 1)).clamp(min=0).minimum(moves)
     forced = env.forced_stop(back.terminal).long()
     n_back = torch.floor((moves + 2 - forced).to(torch.float64) * back_ratio).long()
     return (moves - (n_back - 1 + forced)).clamp(min=0).minimum(moves)
