@@ -73,8 +73,8 @@ def _projection_macs(models: list[SSRPolicy], counter: MacCounter) -> None:
         original = model.project
 
         def project(e, original=original, model=model):
-            counter.macs += 2 * e.shape[0] * model.embed_dim * model.scorer[0].out_features * (
-                3 if torch.is_grad_enabled() else 1
+            counter.macs += (
+                2 * e.shape[0] * model.embed_dim * model.scorer[0].out_features * (3 if torch.is_grad_enabled() else 1)
             )
             return original(e)
 

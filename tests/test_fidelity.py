@@ -221,10 +221,10 @@ def test_diffusion_teacher_details_follow_the_official_code(monkeypatch):
 
     original = Trainer._objective
 
-    def objective_spy(self, model, traj, log_reward):
+    def objective_spy(self, model, traj, log_reward, log_guide=None):
         if model is self.teacher:
             teacher_batches.append(traj)
-        return original(self, model, traj, log_reward)
+        return original(self, model, traj, log_reward, log_guide)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_spy)
     monkeypatch.setattr(Trainer, "_objective", objective_spy)

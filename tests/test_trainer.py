@@ -102,8 +102,8 @@ def test_nan_loss_stops_and_keeps_checkpoint_and_metrics(tmp_path, monkeypatch):
     original = Trainer._objective
     state = {"steps": 0}
 
-    def poisoned(self, model, traj, log_reward):
-        loss, *rest = original(self, model, traj, log_reward)
+    def poisoned(self, model, traj, log_reward, log_guide=None):
+        loss, *rest = original(self, model, traj, log_reward, log_guide)
         if model is self.student and torch.is_grad_enabled():
             state["steps"] += 1
             if state["steps"] > 15:
@@ -266,10 +266,10 @@ def test_teacher_learns_from_the_students_pre_update_residual(monkeypatch):
     seen = {}
     original = Trainer._objective
 
-    def spy(self, model, batch, log_reward):
+    def spy(self, model, batch, log_reward, log_guide=None):
         if model is self.teacher:
             seen["target"], seen["batch"] = log_reward.clone(), batch
-        return original(self, model, batch, log_reward)
+        return original(self, model, batch, log_reward, log_guide)
 
     monkeypatch.setattr(Trainer, "_objective", spy)
     tr.train_step(batch)
