@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,8 @@ def train(
     """Train ``method`` (a preset name; ``options`` override any TrainConfig field) on ``env``.
 
     Without ``reward_calls`` (or ``iterations=``) the papers' budget for the task is used. ``out`` must not
-    hold a run already unless ``overwrite=True`` (continue an interrupted one with ``Trainer.resume``)."""
+    hold a run already unless ``overwrite=True`` (continue an interrupted one with ``Trainer.resume``).
+    ``device="cuda"`` runs every tensor on the GPU (the environment is moved there, in place)."""
     _check_env(env)
     budget = default_budget(env) if reward_calls is None and options.get("iterations") is None else {}
     if reward_calls is not None:
@@ -84,8 +85,9 @@ def _check_env(env: Any) -> None:
         )
 
 
-def load(run_dir: str | Path, env: TaskEnv | None = None) -> TrainResult:
-    """Load a finished or interrupted run (pass ``env`` for a user-defined environment).
+def load(run_dir: str | Path, env: TaskEnv | None = None, device: str | None = None) -> TrainResult:
+    """Load a finished or interrupted run (pass ``env`` for a user-defined environment), on ``device`` (default:
+    the run's own; a run written on a GPU loads on the CPU with ``device="cpu"``).
 
     Checkpoints load with ``weights_only=True``: a file holding anything but tensors and plain data is refused.
     A damaged newest checkpoint falls back to the previous one (with a warning)."""
@@ -94,6 +96,8 @@ def load(run_dir: str | Path, env: TaskEnv | None = None) -> TrainResult:
         raise DataError(f"{run}: no such run directory")
     saved = rundir.read_config(run)
     cfg = TrainConfig.from_dict(saved["config"])
+    if device is not None:
+        cfg = replace(cfg, device=device)
     if env is None:
         try:
             env = make_task(saved["task"])
@@ -106,7 +110,7 @@ def load(run_dir: str | Path, env: TaskEnv | None = None) -> TrainResult:
         raise ConfigError(f"{run} was trained on the task {saved['task']}, not on {task_spec(env)}")
     trainer = Trainer(env, cfg, None)
     state, source = rundir.load_checkpoint(
-        run, warn=lambda m: print(f"adaptive-teacher: warning: {m}", file=sys.stderr)
+        run, warn=lambda m: print(f"adaptive-teacher: warning: {m}", file=sys.stderr), map_location=trainer.device
     )
     trainer.restore(state, source)
     summary = rundir.read_summary(run)

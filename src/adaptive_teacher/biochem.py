@@ -20,6 +20,11 @@ LS-GFN and Shen et al. use 5 / 6 / 3 / 8. max_x r is the table's maximum, the pr
 at ``ag550c``) and 10 / scale(β = 1) of the task's ``info.csv`` (RNA). Modes: the shipped mode sets
 (805 / 129 / 328 / 8,967, 8,402, 7,400). A terminal string x (read left to right, as the env stores it) is row
 Σ_j x_j·A^(L−1−j) of ``rewards.npz``.
+
+Devices: the tables (raw scores, log R, modes) are tensor attributes, moved by ``task.to(device)`` (device.py);
+the sEH proxy moves its tree tables with them; the RNA oracle folds on the CPU and answers on the device of x.
+Data are read on the CPU; exact target samples are drawn with a seeded CPU generator (the same strings on
+every device) and returned on the task's device.
 """
 
 from __future__ import annotations
@@ -241,7 +246,7 @@ class BiochemTask(PrependAppendStrings):
         self._scale_given = log_scale is not None
         self.log_scale = _reward_scale(info, self.beta, self.log_max_raw) if log_scale is None else float(log_scale)
         self.scale = math.exp(self.log_scale)
-        self.mode_rows = torch.sort(mode_rows.long()).values
+        self.mode_rows = torch.sort(mode_rows.long().to(self.device)).values
         self.n_modes = len(self.mode_rows)
 
     def raw_score(self, x: Tensor) -> Tensor:
@@ -327,7 +332,7 @@ class BiochemTask(PrependAppendStrings):
         """Exact samples of p ∝ R: the shipped ones at their β (sEH 6, RNA1 40), else None."""
         for beta, rel in self.info.true_samples:
             if beta == self.beta:
-                return _read_strings(self, rel, self.data_dir)
+                return _read_strings(self, rel, self.data_dir).to(self.device)
         return None
 
     def log_partition(self) -> float | None:
@@ -352,13 +357,13 @@ class StringTableTask(BiochemTask):
     Extra attributes: ``raw`` (float64 [A^L], table order), ``log_reward_table`` (log R per row)."""
 
     def __init__(self, info: TaskInfo, raw: Tensor, mode_rows: Tensor, beta: float, reward_floor: bool = True):
-        self.raw = raw.to(torch.float64)
+        self.raw = raw.to(device=self.device, dtype=torch.float64)
         log_max = float(self.raw.clamp(min=RAW_FLOOR).log().max())
         super().__init__(info, beta, log_max, mode_rows, reward_floor)
         self.log_reward_table = self.log_reward_from_raw(self.raw)
         self._reward_table = self.reward_from_raw(self.raw)
-        self._mode_table = torch.zeros(len(raw), dtype=torch.bool)
-        self._mode_table[mode_rows] = True
+        self._mode_table = torch.zeros(len(raw), dtype=torch.bool, device=self.device)
+        self._mode_table[self.mode_rows] = True
 
     def raw_score(self, x: Tensor) -> Tensor:
         return self.raw[self.terminal_index(x)]
@@ -377,10 +382,13 @@ class StringTableTask(BiochemTask):
         return float(torch.logsumexp(self.log_reward_table, 0))
 
     def target_samples(self, n: int = 2048) -> Tensor:
-        """n exact samples of p ∝ R from the table (a fixed generator: every run is scored on the same ones)."""
-        gen = torch.Generator().manual_seed(0)
-        p = (self.log_reward_table - self.log_partition()).exp()
-        return self.from_index(torch.multinomial(p, n, replacement=True, generator=gen))
+        """n exact samples of p ∝ R from the table (a fixed CPU generator: every run, on every device, is scored on
+        the same ones), on the task's device."""
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        table = self.log_reward_table.cpu()
+        p = (table - float(torch.logsumexp(table, 0))).exp()
+        rows = torch.multinomial(p, n, replacement=True, generator=gen)
+        return self.from_index(rows.to(self.device))
 
     def constants(self) -> dict[str, float]:
         """The README's reference constants at this β, from the table in float64: logZ_raw = log Σ r^β,
@@ -411,7 +419,7 @@ class SEHTask(BiochemTask):
         from adaptive_teacher.oracles import SEH_MAX, SEHProxy
 
         super().__init__(info, beta, math.log(SEH_MAX), mode_rows, reward_floor, data_dir=data_dir)
-        self.proxy = SEHProxy(data_dir)
+        self.proxy = SEHProxy(data_dir)  # an OnDevice attribute: task.to(device) moves its tables too
 
     def raw_score(self, x: Tensor) -> Tensor:
         return self.proxy(x)
@@ -455,7 +463,7 @@ def _read_strings(env: PrependAppendStrings, rel: str, data_dir, alphabet: str |
             f"data file {data_path(rel, data_dir)} is malformed: expected strings of length {env.length} over "
             f"{''.join(code)!r}, one a line ({DATA_ENV_VAR})"
         )
-    return torch.tensor([[code[ch] for ch in s] for s in lines], dtype=torch.long).view(-1, env.length)
+    return torch.tensor([[code[ch] for ch in s] for s in lines], dtype=torch.long, device="cpu").view(-1, env.length)
 
 
 def _mode_rows(info: TaskInfo, data_dir) -> Tensor:
@@ -471,8 +479,8 @@ def _mode_rows(info: TaskInfo, data_dir) -> Tensor:
             f"data file {data_path(info.mode_file, data_dir)} is malformed: expected {info.n_modes} distinct "
             f"strings of length {n} over {info.mode_alphabet!r}, one a line ({DATA_ENV_VAR})"
         )
-    digits = torch.tensor([[code[ch] for ch in s] for s in lines], dtype=torch.long).view(-1, n)
-    return (digits * a ** torch.arange(n - 1, -1, -1)).sum(-1)
+    digits = torch.tensor([[code[ch] for ch in s] for s in lines], dtype=torch.long, device="cpu").view(-1, n)
+    return (digits * a ** torch.arange(n - 1, -1, -1, device="cpu")).sum(-1)
 
 
 def _table(info: TaskInfo, data_dir) -> Tensor:
@@ -489,8 +497,8 @@ def _table(info: TaskInfo, data_dir) -> Tensor:
             f"{str(z['alphabet'])!r}, y {list(y.shape)}, x {list(x.shape)} ({DATA_ENV_VAR})"
         )
     raw = torch.from_numpy(np.asarray(y, dtype=np.float64))
-    rows = torch.arange(a**n)
-    want = (rows[:, None] // a ** torch.arange(n - 1, -1, -1)) % a
+    rows = torch.arange(a**n, device="cpu")
+    want = (rows[:, None] // a ** torch.arange(n - 1, -1, -1, device="cpu")) % a
     if not torch.equal(torch.from_numpy(x.astype(np.int64)), want) or not bool(torch.isfinite(raw).all()):
         raise DataError(f"data file {path} is malformed: rows are not in base-{a} order or y is not finite")
     return raw

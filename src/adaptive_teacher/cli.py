@@ -40,7 +40,7 @@ from adaptive_teacher.tasks import (
 
 # Options that only pick what to run (train/compare options besides the config fields), with their defaults.
 TASK_DEFAULTS = {"task": "deceptive-grid", "height": 16}
-RESUMABLE = ("reward_calls", "iterations", "threads")  # options --resume may change
+RESUMABLE = ("reward_calls", "iterations", "threads", "device")  # options --resume may change (none fingerprinted)
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
@@ -227,10 +227,12 @@ def _train(args: argparse.Namespace) -> int:
         if ignored:
             raise ConfigError(
                 f"--resume continues {args.resume} with its saved configuration; {', '.join(ignored)} would be "
-                "ignored: drop them (only --reward-calls, --iterations, --threads and --no-progress apply), "
-                "or start a new run"
+                "ignored: drop them (only --reward-calls, --iterations, --threads, --device and --no-progress "
+                "apply), or start a new run"
             )
-        trainer = Trainer.resume(args.resume, reward_calls=args.reward_calls, iterations=args.iterations)
+        trainer = Trainer.resume(
+            args.resume, reward_calls=args.reward_calls, iterations=args.iterations, device=args.device
+        )
         trainer.cfg.progress = not args.no_progress
         trainer.cfg.threads = threads
     else:

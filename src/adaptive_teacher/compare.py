@@ -154,7 +154,7 @@ def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, thre
     torch.set_num_threads(threads)  # also while the task and the trainer are built
     try:
         if action == "resume":
-            trainer = Trainer.resume(out)
+            trainer = Trainer.resume(out, device=cfg.device)
             trainer.cfg.progress = False  # neither is fingerprinted: the run stays the same run
             trainer.cfg.threads = threads
             return trainer.train()

@@ -18,6 +18,7 @@ import math
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
+from adaptive_teacher.device import resolve_device
 from adaptive_teacher.errors import ConfigError, option
 from adaptive_teacher.families import REGISTRY, get_family
 
@@ -155,6 +156,7 @@ class TrainConfig:
     final_eval_samples: int = _opt(10_000, "samples of the final evaluation", "diffusion")
     progress: bool = _opt(True, "show a progress bar", cli=False)
     threads: int | None = _opt(1, "torch threads while training (1 is fastest for these small networks)")
+    device: str = _opt("cpu", "where every tensor of the run lives: cpu, or cuda (cuda:N: one GPU of several)")
     family: str = _opt("discrete", "task family", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -356,6 +358,7 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    resolve_device(cfg.device)  # a name it does not know, or cuda without CUDA, is a one-line ConfigError
     if n_terminal_states is not None and cfg.buffer_size is not None and cfg.buffer_size > n_terminal_states:
         raise ConfigError(
             f"{o('buffer_size')} {cfg.buffer_size} is larger than the space ({n_terminal_states} terminal states)"

@@ -8,6 +8,10 @@ the diffusion sampler (Sendera et al., 2024, "Improved off-policy training of di
 the values are those of their published run commands: ``--t_scale 5.`` for 25GMM, ``--t_scale 1.``
 for Manywell).
 
+Devices: a density is an ``OnDevice`` object (``density.to(device)`` moves its tensors; DiffusionEnv.to does
+it); ``sample`` draws on its generator's device (a seeded CPU generator gives the same exact samples whatever
+the run's device), or on the density's own without a generator.
+
 Nothing here checks for non-finite values: :func:`check_finite` is the helper the environment calls on
 every log-density and gradient it hands to a learner, so a bad value raises
 :class:`~adaptive_teacher.errors.RewardError` with the number of offending samples.
@@ -22,6 +26,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from adaptive_teacher.device import CPU, OnDevice
 from adaptive_teacher.errors import ConfigError, RewardError, option
 
 LOG_2PI = math.log(2 * math.pi)
@@ -55,7 +60,12 @@ def _check_dim(dim: int, even: bool = False) -> int:
     return dim
 
 
-class Density(ABC):
+def _draw_device(density: Density, generator: torch.Generator | None) -> torch.device:
+    """Where ``sample`` draws: on the generator's device, else on the density's."""
+    return generator.device if generator is not None else density.device
+
+
+class Density(OnDevice, ABC):
     """An unnormalised target density on R^dim: subclass it with ``dim`` and ``log_reward`` (−energy).
 
     Everything else is optional. ``grad_log_reward`` defaults to autograd through ``log_reward``;
@@ -85,7 +95,8 @@ class Density(ABC):
         return grad.to(x.dtype)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` exact i.i.d. samples from R/Z, float32 [n, dim] (only for targets with an exact sampler)."""
+        """``n`` exact i.i.d. samples from R/Z, float32 [n, dim] on the generator's device (the density's without
+        one); only for targets with an exact sampler."""
         raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
 
     @property
@@ -119,7 +130,7 @@ class Gaussian(Density):
         return (self.mean - x) / self.var
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64, device=_draw_device(self, generator))
         return (self.mean + math.sqrt(self.var) * z).float()
 
 
@@ -142,7 +153,7 @@ class GMM25(Density):
         if dim != 2:
             raise ConfigError(f"{option('dim')} must be 2 for 25gmm (the mixture is two-dimensional), got {dim!r}")
         self.dim = 2
-        g = torch.tensor(self.GRID, dtype=torch.float64)
+        g = torch.tensor(self.GRID, dtype=torch.float64, device=self.device)
         self.means = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # [25, 2]
         self.n_components = self.means.shape[0]
 
@@ -163,9 +174,10 @@ class GMM25(Density):
         return g.to(x.dtype)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        k = torch.randint(self.n_components, (n,), generator=generator)
-        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return (self.means[k] + math.sqrt(self.VAR) * z).float()
+        dev = _draw_device(self, generator)
+        k = torch.randint(self.n_components, (n,), generator=generator, device=dev)
+        z = torch.randn(n, 2, generator=generator, dtype=torch.float64, device=dev)
+        return (self.means.to(dev)[k] + math.sqrt(self.VAR) * z).float()
 
 
 # ---- Manywell -------------------------------------------------------------------------------------
@@ -188,7 +200,7 @@ def _doublewell_envelope() -> tuple[tuple[float, ...], tuple[float, ...], tuple[
     10⁻³ margin (outside that range log f − log q < −130: f decays like exp(−x⁴), q like exp(−x²/2)).
     Returns (weights, means, stds, log_M); the acceptance rate Z_x1 / M is ≈ 0.82.
     """
-    x = torch.linspace(-4.0, 4.0, 80_001, dtype=torch.float64)
+    x = torch.linspace(-4.0, 4.0, 80_001, dtype=torch.float64, device=CPU)
     logf = _doublewell_log_density(x)
     p = torch.softmax(logf, 0)
     bridge = 0.05
@@ -209,31 +221,35 @@ def _doublewell_envelope() -> tuple[tuple[float, ...], tuple[float, ...], tuple[
 
 
 def _mixture_log_prob(x: Tensor, weights, means, stds) -> Tensor:
-    w = torch.tensor(weights, dtype=torch.float64)
-    m = torch.tensor(means, dtype=torch.float64)
-    s = torch.tensor(stds, dtype=torch.float64)
+    w = torch.tensor(weights, dtype=torch.float64, device=x.device)
+    m = torch.tensor(means, dtype=torch.float64, device=x.device)
+    s = torch.tensor(stds, dtype=torch.float64, device=x.device)
     comp = -0.5 * ((x[:, None] - m) / s) ** 2 - s.log() - 0.5 * LOG_2PI + w.log()
     return torch.logsumexp(comp, 1)
 
 
-def sample_doublewell_x1(n: int, generator: torch.Generator | None = None) -> Tensor:
-    """Exact samples (float64 [n]) from f(x1) ∝ exp(−x1⁴ + 6x1² + 0.5x1) by rejection sampling.
+def sample_doublewell_x1(
+    n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """Exact samples (float64 [n]) from f(x1) ∝ exp(−x1⁴ + 6x1² + 0.5x1) by rejection sampling, on ``device``
+    (default: the generator's, else the CPU).
 
     Propose from the envelope q of :func:`_doublewell_envelope`, accept with probability
     f(x)/(M·q(x)) ≤ 1. Batches of proposals are drawn until ``n`` are accepted.
     """
+    dev = torch.device(device) if device is not None else (generator.device if generator is not None else CPU)
     weights, means, stds, log_m = _doublewell_envelope()
-    w = torch.tensor(weights, dtype=torch.float64)
-    m = torch.tensor(means, dtype=torch.float64)
-    s = torch.tensor(stds, dtype=torch.float64)
+    w = torch.tensor(weights, dtype=torch.float64, device=dev)
+    m = torch.tensor(means, dtype=torch.float64, device=dev)
+    s = torch.tensor(stds, dtype=torch.float64, device=dev)
     out: list[Tensor] = []
     have = 0
     while have < n:
         k = int(1.3 * (n - have)) + 16
         comp = torch.multinomial(w, k, replacement=True, generator=generator)
-        prop = m[comp] + s[comp] * torch.randn(k, generator=generator, dtype=torch.float64)
+        prop = m[comp] + s[comp] * torch.randn(k, generator=generator, dtype=torch.float64, device=dev)
         log_ratio = _doublewell_log_density(prop) - _mixture_log_prob(prop, weights, means, stds) - log_m
-        u = torch.rand(k, generator=generator, dtype=torch.float64)
+        u = torch.rand(k, generator=generator, dtype=torch.float64, device=dev)
         acc = prop[u.log() < log_ratio]
         out.append(acc)
         have += acc.numel()
@@ -278,9 +294,10 @@ class Manywell(Density):
         return g.to(x.dtype)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        x = torch.empty(n, self.dim, dtype=torch.float64)
-        x[:, 0::2] = sample_doublewell_x1(n * self.n_wells, generator).view(n, self.n_wells)
-        x[:, 1::2] = torch.randn(n, self.n_wells, generator=generator, dtype=torch.float64)
+        dev = _draw_device(self, generator)
+        x = torch.empty(n, self.dim, dtype=torch.float64, device=dev)
+        x[:, 0::2] = sample_doublewell_x1(n * self.n_wells, generator, dev).view(n, self.n_wells)
+        x[:, 1::2] = torch.randn(n, self.n_wells, generator=generator, dtype=torch.float64, device=dev)
         return x.float()
 
 

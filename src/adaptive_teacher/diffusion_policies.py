@@ -57,15 +57,16 @@ def _zero_last(layer: nn.Linear, bias: float = 0.0) -> None:
 
 
 class FourierTime(nn.Module):
-    """Time features: [sin(c·t + φ), cos(c·t + φ)] for a fixed frequency vector c and phase φ."""
+    """Time features: [sin(c·t + φ), cos(c·t + φ)] for a fixed frequency vector c and phase φ (on the device of
+    ``freqs``)."""
 
     def __init__(self, freqs: Tensor, learned_phase: bool):
         super().__init__()
         self.register_buffer("freqs", freqs[None, :])
         if learned_phase:
-            self.phase = nn.Parameter(torch.randn(1, freqs.numel()))
+            self.phase = nn.Parameter(torch.randn(1, freqs.numel(), device=freqs.device))
         else:
-            self.register_buffer("phase", torch.zeros(1, freqs.numel()))
+            self.register_buffer("phase", torch.zeros(1, freqs.numel(), device=freqs.device))
         self.n_out = 2 * freqs.numel()
 
     def forward(self, t: Tensor) -> Tensor:
@@ -89,7 +90,8 @@ class DiffusionPolicy(nn.Module):
     """A diffusion sampler's drift network; ``forward(x, t) -> (drift, log_var | None)``.
 
     ``t_scale`` is σ², used only for the learned variance's offset (log-var = 4·tanh(raw) + log σ²).
-    ``log_Z`` is the trajectory-balance estimate of log Z.
+    ``log_Z`` is the trajectory-balance estimate of log Z. Parameters and buffers are created on ``device``
+    (None: torch's default device).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class DiffusionPolicy(nn.Module):
         lgv_clip: float = 1e2,
         out_clip: float = 1e4,
         zero_init: bool = True,
+        device: torch.device | str | None = None,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -130,30 +133,32 @@ class DiffusionPolicy(nn.Module):
         n_out = 2 * dim
         n_scale = dim if langevin_per_dim else 1
         act = nn.GELU
+
+        def lin(n_in: int, n_out: int) -> nn.Linear:
+            return nn.Linear(n_in, n_out, device=device)
+
         if arch == "pis":
-            self.time_features = FourierTime(torch.linspace(0.1, 100.0, n_h), learned_phase=True)
-            self.t_model = nn.Sequential(nn.Linear(2 * n_h, h), act(), nn.Linear(h, h))
-            self.s_model = nn.Linear(dim, h)
-            self.joint = nn.Sequential(act(), nn.Linear(h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_out))
+            self.time_features = FourierTime(torch.linspace(0.1, 100.0, n_h, device=device), learned_phase=True)
+            self.t_model = nn.Sequential(lin(2 * n_h, h), act(), lin(h, h))
+            self.s_model = lin(dim, h)
+            self.joint = nn.Sequential(act(), lin(h, h), act(), lin(h, h), act(), lin(h, n_out))
             if langevin:
                 self.lgv_model = nn.Sequential(
-                    nn.Linear(2 * n_h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_scale)
+                    lin(2 * n_h, h), act(), lin(h, h), act(), lin(h, h), act(), lin(h, n_scale)
                 )
         else:
-            freqs = 2 * math.pi * torch.arange(1, n_h + 1, dtype=torch.float32)
+            freqs = 2 * math.pi * torch.arange(1, n_h + 1, dtype=torch.float32, device=device)
             self.time_features = FourierTime(freqs, learned_phase=False)
-            self.t_model = nn.Sequential(nn.Linear(2 * n_h, h), act(), nn.Linear(h, h), act())
-            self.s_model = nn.Sequential(nn.Linear(dim, h), act(), nn.Linear(h, h), act())
-            self.joint = nn.Sequential(nn.Linear(2 * h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_out))
+            self.t_model = nn.Sequential(lin(2 * n_h, h), act(), lin(h, h), act())
+            self.s_model = nn.Sequential(lin(dim, h), act(), lin(h, h), act())
+            self.joint = nn.Sequential(lin(2 * h, h), act(), lin(h, h), act(), lin(h, n_out))
             if langevin:
-                self.lgv_model = nn.Sequential(
-                    nn.Linear(2 * h, h), act(), nn.Linear(h, h), act(), nn.Linear(h, n_scale)
-                )
+                self.lgv_model = nn.Sequential(lin(2 * h, h), act(), lin(h, h), act(), lin(h, n_scale))
         if zero_init:
             _zero_last(self.joint[-1])
             if langevin:
                 _zero_last(self.lgv_model[-1], 0.01)
-        self.log_Z = nn.Parameter(torch.zeros(()))
+        self.log_Z = nn.Parameter(torch.zeros((), device=device))
 
     def time_encoder_parameters(self) -> list[nn.Parameter]:
         """The parameters of the time encoding (Fourier features and ``t_model``): what Kim et al.'s diffusion

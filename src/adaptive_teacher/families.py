@@ -21,6 +21,7 @@ from adaptive_teacher.errors import ConfigError, EnvironmentCheckError
 
 
 def _discrete_policy(env, cfg):
+    from adaptive_teacher.device import resolve_device
     from adaptive_teacher.policies import DiscretePolicy
 
     if cfg.policy == "ssr":
@@ -35,13 +36,22 @@ def _discrete_policy(env, cfg):
         cfg.layers,
         learn_pb=cfg.learn_pb,
         flow_head=cfg.objective == "db" or cfg.gafn,  # GAFN's edge terms use the learned state flow F(s)
+        device=resolve_device(cfg.device),
     )
 
 
 def _diffusion_policy(env, cfg):
+    from adaptive_teacher.device import resolve_device
     from adaptive_teacher.diffusion_policies import DiffusionPolicy
 
-    return DiffusionPolicy(env.dim, t_scale=env.t_scale, arch=cfg.arch, hidden=cfg.hidden, learn_var=cfg.learn_var)
+    return DiffusionPolicy(
+        env.dim,
+        t_scale=env.t_scale,
+        arch=cfg.arch,
+        hidden=cfg.hidden,
+        learn_var=cfg.learn_var,
+        device=resolve_device(cfg.device),
+    )
 
 
 def _discrete_evaluator(env, cfg):

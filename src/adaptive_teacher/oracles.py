@@ -19,6 +19,11 @@ T_t and ViennaRNA's hybridisation energy ``RNA.duplexfold(a, b).energy`` (kcal/m
     norm_t = duplexfold(revcomp(T_t), T_t).energy · 14 / 100,    fitness(x) = duplexfold(T_t, x).energy / norm_t,
 
 revcomp = reverse of the base-wise complement A↔U, C↔G. Fitness can be negative (the tasks floor it at 0.001).
+
+Devices: both oracles answer on the device of a tensor input. The sEH proxy computes CPU inputs with its numpy
+tables and inputs on another device (a GPU) with torch copies of the tables there (``proxy.to(device)`` makes
+them; the same gathers and the same float64 sum in tree order, bit for bit). ViennaRNA is a CPU library: the
+RNA oracle takes its inputs to the CPU and returns the fitness on the input's device.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import torch
 from torch import Tensor
 
 from adaptive_teacher.biochem import DATA_ENV_VAR, _load_npz, _read_lines, data_path
+from adaptive_teacher.device import OnDevice
 from adaptive_teacher.errors import ConfigError, DataError, RewardError, option
 
 # ---- constants (shared/data/README.md) -----------------------------------------------------------------------
@@ -121,7 +127,7 @@ def _like_input(values: np.ndarray, x: Any) -> Tensor | np.ndarray:
 
 
 # ---- sEH -------------------------------------------------------------------------------------------------------
-class SEHProxy:
+class SEHProxy(OnDevice):
     """The sEH gradient-boosted-tree proxy (module docstring), vectorised and bit-identical to the reference.
 
     ``proxy(x)`` takes an integer tensor or array x [m, 6] of block indices 0..17, or a list of 6-character
@@ -131,7 +137,8 @@ class SEHProxy:
     How: in one tree only the blocks that the tree tests at each position matter, so a tree is a function of 6
     small class indices (the block if tested there, else "other"); at load every tree is tabulated over all
     combinations of its classes (524,886 leaf values in all). A call is then 3 gathers (position pairs) of
-    per-tree table offsets, one gather of the 100 leaf values, and their float64 sum in tree order.
+    per-tree table offsets, one gather of the 100 leaf values, and their float64 sum in tree order. A tensor on
+    another device than the CPU takes the same steps in torch there (:meth:`predict_tensor`).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None):
@@ -140,6 +147,7 @@ class SEHProxy:
         if key not in _SEH_CACHE:
             _SEH_CACHE[key] = SEHProxy.from_arrays(_load_npz(_SEH_FILE, data_dir), str(path))
         self.__dict__.update(_SEH_CACHE[key].__dict__)  # the tables are read-only, so sharing them is safe
+        self._device_tables = {}  # this proxy's own torch copies of the tables, per device
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, Any], source: str = "<arrays>") -> SEHProxy:
@@ -157,6 +165,7 @@ class SEHProxy:
         self._pair_table, self._leaf_value = _tabulate_trees(trees, source)
         self._pair_table.flags.writeable = False
         self._leaf_value.flags.writeable = False
+        self._device_tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @overload
     def __call__(self, x: Tensor) -> Tensor: ...
@@ -164,8 +173,44 @@ class SEHProxy:
     def __call__(self, x: np.ndarray | Sequence[str]) -> np.ndarray: ...
     def __call__(self, x: Tensor | np.ndarray | Sequence[str]) -> Tensor | np.ndarray:
         """Raw predictions float64 [m] (see the class)."""
+        if isinstance(x, Tensor) and x.device.type != "cpu":
+            return self.predict_tensor(x)
         codes = _as_codes(x, SEH_LENGTH, SEH_ALPHABET, "the sEH proxy")
         return _like_input(self._predict(codes), x)
+
+    def to(self, device: str | torch.device) -> SEHProxy:
+        """Copy the tables to ``device`` for the tensor inputs there (the numpy tables stay for the CPU)."""
+        super().to(device)
+        if self.device.type != "cpu":
+            self._tables_on(self.device)
+        return self
+
+    def _tables_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(pair table int64 [3·18², T], leaf values float64) as tensors on ``device``, made once per device."""
+        if device not in self._device_tables:
+            pair = torch.from_numpy(self._pair_table.astype(np.int64)).to(device)
+            leaf = torch.from_numpy(self._leaf_value.copy()).to(device)
+            self._device_tables[device] = (pair, leaf)
+        return self._device_tables[device]
+
+    def predict_tensor(self, x: Tensor) -> Tensor:
+        """The raw predictions of a tensor x [m, 6] of block indices, computed in torch on x's device: the rows
+        18·x0 + x1, 324 + 18·x2 + x3, 648 + 18·x4 + x5 of the pair table, the gather of the leaf values and their
+        float64 sum in tree order (the numpy path's operations, so the same bits). RewardError for a bad x."""
+        nb = len(SEH_ALPHABET)
+        integer = not (x.dtype.is_floating_point or x.is_complex() or x.dtype == torch.bool)
+        if x.dim() != 2 or x.shape[1] != SEH_LENGTH or not integer or bool(((x < 0) | (x >= nb)).any()):
+            _as_codes(x.cpu(), SEH_LENGTH, SEH_ALPHABET, "the sEH proxy")  # raises the error naming the problem
+        pair, leaf = self._tables_on(x.device)
+        xi = x.long()
+        offsets = torch.arange(3, device=x.device) * nb * nb
+        rows = xi[:, 0::2] * nb + xi[:, 1::2] + offsets  # [m, 3]
+        leaves = leaf[pair[rows[:, 0]] + pair[rows[:, 1]] + pair[rows[:, 2]]]  # [m, T]; tree 0 holds the baseline
+        by_tree = leaves.T.contiguous()
+        out = by_tree[0].clone()
+        for row in by_tree[1:]:  # left to right, as the reference's sum
+            out += row
+        return out
 
     def _predict(self, codes: np.ndarray) -> np.ndarray:
         rows = codes @ _PAIR_WEIGHTS  # [m, 3]: 18·x0 + x1, 324 + 18·x2 + x3, 648 + 18·x4 + x5

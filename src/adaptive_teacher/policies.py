@@ -44,14 +44,17 @@ class Policy(Protocol):
     def outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs: ...
 
 
-def mlp(n_in: int, n_out: int, hidden: int = 256, layers: int = 2) -> nn.Sequential:
-    """``layers`` hidden layers of width ``hidden`` with LeakyReLU (the paper's grid policy is 2×256)."""
+def mlp(
+    n_in: int, n_out: int, hidden: int = 256, layers: int = 2, device: torch.device | str | None = None
+) -> nn.Sequential:
+    """``layers`` hidden layers of width ``hidden`` with LeakyReLU (the paper's grid policy is 2×256), its
+    parameters created on ``device`` (None: torch's default device)."""
     mods: list[nn.Module] = []
     width = n_in
     for _ in range(layers):
-        mods += [nn.Linear(width, hidden), nn.LeakyReLU()]
+        mods += [nn.Linear(width, hidden, device=device), nn.LeakyReLU()]
         width = hidden
-    mods.append(nn.Linear(width, n_out))
+    mods.append(nn.Linear(width, n_out, device=device))
     return nn.Sequential(*mods)
 
 
@@ -60,7 +63,8 @@ class DiscretePolicy(nn.Module):
 
     One MLP on ``env.features(states)`` whose output is [P_F logits | P_B logits | log F]; ``outputs(env,
     states)`` splits it. ``forward(features)`` (the concatenated heads) and ``split`` are kept for callers
-    that hold features. ``log_Z`` is the trajectory-balance partition-function estimate.
+    that hold features. ``log_Z`` is the trajectory-balance partition-function estimate. The parameters are
+    created on ``device`` (None: torch's default device; the trainer passes the run's).
     """
 
     def __init__(
@@ -72,13 +76,14 @@ class DiscretePolicy(nn.Module):
         layers: int = 2,
         learn_pb: bool = False,
         flow_head: bool = False,
+        device: torch.device | str | None = None,
     ):
         super().__init__()
         self.n_actions, self.n_backward_actions = n_actions, n_backward_actions
         self.learn_pb, self.flow_head = learn_pb, flow_head
         n_out = n_actions + (n_backward_actions if learn_pb else 0) + (1 if flow_head else 0)
-        self.net = mlp(n_features, n_out, hidden, layers)
-        self.log_Z = nn.Parameter(torch.zeros(()))
+        self.net = mlp(n_features, n_out, hidden, layers, device)
+        self.log_Z = nn.Parameter(torch.zeros((), device=device))
 
     def outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs:
         """``split(net(env.features(states)))`` as PolicyOutputs (the samplers call this once per step)."""

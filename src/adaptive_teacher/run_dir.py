@@ -4,7 +4,8 @@ A run directory holds ``config.json`` (the task spec, the resolved config and it
 ``metrics.jsonl`` (one line per evaluation), ``summary.json`` (only once the run has finished),
 ``checkpoint.pt`` and the checkpoint before it, ``checkpoint.prev.pt`` (so one damaged file does not lose
 the run). A directory belongs to exactly one configuration: its *fingerprint*, the sha256 of the task spec
-and of every config field that can change a result (all but ``progress`` and ``threads``).
+and of every config field that can change a result (all but ``progress``, ``threads`` and ``device``: a run
+moved to another device is the same run).
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain containers only, never
 arbitrary pickled objects, so opening somebody else's run directory cannot execute code.
@@ -47,7 +48,7 @@ RUN_FILES = (
     "modes.png",
 )
 # Config fields that never change a result: a run that differs only in these is the same run.
-NOT_FINGERPRINTED = ("progress", "threads")
+NOT_FINGERPRINTED = ("progress", "threads", "device")
 CHECKPOINT_KEYS = ("student", "opt_student", "step", "reward_calls", "history", "rng")
 
 
@@ -207,11 +208,11 @@ class UnsafeCheckpoint(DataError):
     """A checkpoint holds pickled Python objects beyond tensors and plain data: it is refused, never executed."""
 
 
-def _load_one(path: Path) -> dict[str, Any]:
+def _load_one(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
     except pickle.UnpicklingError as e:
@@ -236,13 +237,17 @@ def _first_line(e: BaseException) -> str:
     return text[0].split(". ")[0].rstrip(".")[:160] if text and text[0] else type(e).__name__
 
 
-def load_checkpoint(run: str | Path, warn=None) -> tuple[dict[str, Any], Path]:
+def load_checkpoint(
+    run: str | Path, warn=None, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], Path]:
     """The newest readable checkpoint of a run and its path: ``checkpoint.pt``, or ``checkpoint.prev.pt``
-    when the newest is damaged (``warn(message)`` is told). An unsafe file is refused, never skipped."""
+    when the newest is damaged (``warn(message)`` is told). An unsafe file is refused, never skipped. Its
+    tensors are loaded onto ``map_location`` (the run's device: a checkpoint written on one device resumes on
+    another)."""
     run = Path(run)
     path, prev = run / CHECKPOINT, run / PREVIOUS_CHECKPOINT
     try:
-        return _load_one(path), path
+        return _load_one(path, map_location), path
     except UnsafeCheckpoint:
         raise
     except DataError as first:
@@ -251,7 +256,7 @@ def load_checkpoint(run: str | Path, warn=None) -> tuple[dict[str, Any], Path]:
                 raise DataError(f"{path}: missing; the run has no checkpoint to continue from") from None
             raise
         try:
-            state = _load_one(prev)
+            state = _load_one(prev, map_location)
         except UnsafeCheckpoint:
             raise
         except DataError as second:

@@ -4,7 +4,8 @@ The prepend/append string MDP of the biochemical tasks (``envs/strings.py``, She
 the user supplies, trained with the string tasks' protocol (the ``strings`` family: Kim et al.'s discovery
 settings, the SSR policy, a prioritised replay buffer). ``reward_fn`` receives a batch of full sequences,
 as a long tensor of character indices [m, L] (``inputs="indices"``, the default) or as a list of strings
-(``inputs="strings"``), and returns one reward R(x) > 0 per sequence (a tensor, numpy array or list).
+(``inputs="strings"``), and returns one reward R(x) > 0 per sequence (a tensor, numpy array or list; on any
+device: it is moved to the device of x, the run's).
 ``modes`` (a list of strings) makes the trainer count how many of them it has found.
 """
 
@@ -85,10 +86,10 @@ class SequenceEnv(PrependAppendStrings):
         value = self.user_reward_fn(self.to_strings(x) if self.inputs == "strings" else x.clone())
         if not isinstance(value, Tensor):
             try:
-                value = torch.as_tensor(value, dtype=torch.float64)
+                value = torch.as_tensor(value, dtype=torch.float64, device=x.device)
             except (TypeError, ValueError, RuntimeError):
                 pass  # check_batch_output names what came back
-        return check_batch_output(value, len(x), "reward_fn").to(torch.float64)
+        return check_batch_output(value, len(x), "reward_fn").to(device=x.device, dtype=torch.float64)
 
     def score(self, sequences: Sequence[str]) -> Tensor:
         """R of the given sequences (strings over the alphabet), float64 [m]; a malformed one is an error."""
@@ -96,7 +97,7 @@ class SequenceEnv(PrependAppendStrings):
 
     def is_mode(self, x: Tensor) -> Tensor:
         if self._mode_rows is None:
-            return torch.zeros(len(x), dtype=torch.bool)
+            return torch.zeros(len(x), dtype=torch.bool, device=x.device)
         rows = self.terminal_index(x)
         pos = torch.searchsorted(self._mode_rows, rows).clamp(max=len(self._mode_rows) - 1)
         return self._mode_rows[pos] == rows

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from adaptive_teacher.device import resolve_device
 from adaptive_teacher.metrics.exact import ExactEvaluator
 from adaptive_teacher.policies import Policy, PolicyOutputs, mlp
 
@@ -49,7 +50,8 @@ class SSRPolicy(nn.Module):
     """SSR policy: P_F logits from score([enc(s), enc(s')]) over the children of s, and stop from
     score([enc(s), enc(s)]); uniform P_B; optional log F(s) head (see the module docstring).
 
-    ``hidden`` is the width of every hidden layer, ``embed_dim`` that of the embedding (default ``hidden``).
+    ``hidden`` is the width of every hidden layer, ``embed_dim`` that of the embedding (default ``hidden``);
+    the parameters are created on ``device`` (None: torch's default device).
     """
 
     def __init__(
@@ -63,18 +65,19 @@ class SSRPolicy(nn.Module):
         logit_clip: float = LOGIT_CLIP,
         chunk: int = 16_384,
         learn_pb: bool = False,
+        device: torch.device | str | None = None,
     ):
         super().__init__()
         embed = int(embed_dim or hidden)
         self.embed_dim, self.logit_clip, self.chunk = embed, float(logit_clip), int(chunk)
-        self.encoder = mlp(n_features, embed, hidden, encoder_layers)
-        self.scorer = mlp(2 * embed, 1, hidden, scorer_layers)
+        self.encoder = mlp(n_features, embed, hidden, encoder_layers, device)
+        self.scorer = mlp(2 * embed, 1, hidden, scorer_layers, device)
         self.flow_head = bool(flow_head)
-        self.flow = nn.Linear(embed, 1) if flow_head else None
+        self.flow = nn.Linear(embed, 1, device=device) if flow_head else None
         self.learn_pb = bool(learn_pb)
-        self.back_encoder = mlp(n_features, embed, hidden, encoder_layers) if learn_pb else None
-        self.back_scorer = mlp(2 * embed, 1, hidden, scorer_layers) if learn_pb else None
-        self.log_Z = nn.Parameter(torch.zeros(()))
+        self.back_encoder = mlp(n_features, embed, hidden, encoder_layers, device) if learn_pb else None
+        self.back_scorer = mlp(2 * embed, 1, hidden, scorer_layers, device) if learn_pb else None
+        self.log_Z = nn.Parameter(torch.zeros((), device=device))
 
     def _unique(self, env: DiscreteEnv, states: Tensor) -> tuple[Tensor, Tensor | None]:
         """One row of each distinct state (by ``env.state_key``) and the index of every row's copy, or
@@ -187,7 +190,7 @@ class SSRExactEvaluator(ExactEvaluator):
         m = w @ last.weight
         c = w @ last.bias + torch.cat([first.bias, torch.zeros_like(first.bias)])
         width = first.weight.shape[0]
-        h_all = torch.empty((self.n_states, width), dtype=m.dtype)
+        h_all = torch.empty((self.n_states, width), dtype=m.dtype, device=m.device)
         g_all = torch.empty_like(h_all)
         for i in range(0, self.n_states, step):
             hg = torch.addmm(c, model.encoder[:-1](env.features(self.states[i : i + step])), m.T)
@@ -207,6 +210,8 @@ class SSRExactEvaluator(ExactEvaluator):
 
 def make_ssr_policy(env: DiscreteEnv, cfg: Any) -> SSRPolicy:
     """The SSR policy a TrainConfig asks for: width ``cfg.hidden``, a flow head for DB and GAFN (as the MLP
-    factory of families.py), a learned SSR P_B with ``learn_pb`` (guided TB; Kim et al. use the uniform one)."""
+    factory of families.py), a learned SSR P_B with ``learn_pb`` (guided TB; Kim et al. use the uniform one), on
+    the run's device."""
     flow = getattr(cfg, "objective", "tb") == "db" or bool(getattr(cfg, "gafn", False))
-    return SSRPolicy(env.n_features, hidden=int(cfg.hidden), flow_head=flow, learn_pb=bool(cfg.learn_pb))
+    device = resolve_device(getattr(cfg, "device", "cpu"))
+    return SSRPolicy(env.n_features, hidden=int(cfg.hidden), flow_head=flow, learn_pb=bool(cfg.learn_pb), device=device)

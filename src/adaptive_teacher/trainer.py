@@ -10,6 +10,10 @@ Budgets count reward calls: every terminal state whose reward is computed (Stude
 local-search proposals, MALA steps) counts once; replayed states do not. ``iterations`` sets a budget in
 steps instead. The same loop serves discrete tasks and diffusion samplers; their differences are
 configuration (``config.FAMILY_DEFAULTS``) plus the evaluator and policy factories.
+
+Devices: ``cfg.device`` (cpu, cuda) holds every tensor of the run: the trainer moves the environment there
+(``env.to(device)``, in place) and builds the policies, the RND networks and the buffer there; everything
+else follows the device of the states. Checkpoints load onto the run's device, wherever they were written.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 
 from adaptive_teacher import run_dir
 from adaptive_teacher.config import TrainConfig, validate
+from adaptive_teacher.device import resolve_device
 from adaptive_teacher.envs import TaskEnv
 from adaptive_teacher.envs.base import Trajectories
 from adaptive_teacher.errors import ConfigError, DataError, RunInterrupted, TrainingDiverged, option
@@ -106,6 +111,8 @@ class Trainer:
                 f"the config is for {config.family} tasks but the task {task_spec(env)} is {self.family.name}"
             )
         validate(config)
+        self.device = resolve_device(config.device)
+        _place(env, self.device)
         for key, value in self.family.protocol_tasks.get(config.protocol, {}).items():
             if getattr(env, key, value) != value:
                 raise ConfigError(
@@ -115,12 +122,14 @@ class Trainer:
         self.evaluator = self.family.make_evaluator(env, config)
         n_term = self.evaluator.n_terminal or getattr(env, "n_terminal_states", None)
         validate(config, n_term)
-        _check_memory(env, config)
+        _check_memory(env, config, self.device)
         self.out_dir = run_dir.prepare_out_dir(out_dir, overwrite) if out_dir is not None else None
         torch.manual_seed(config.seed)
 
         self.student = self._new_policy()
-        self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale) if config.gafn else None
+        self.rnd = None
+        if config.gafn:
+            self.rnd = RandomNetworkDistillation(env.n_features, scale=config.ri_scale, device=self.device)
         extra = list(self.rnd.predictor.parameters()) if self.rnd is not None else None
         wd = config.weight_decay
         self.opt_student = _make_optimizer(self.student, config.lr, config.lr_log_z, extra, weight_decay=wd)
@@ -140,7 +149,7 @@ class Trainer:
             capacity = config.buffer_size or max(1, int(0.1 * (n_term or 10_000 * config.batch_size)))
             shape = tuple(env.initial_states(1).shape[1:])
             self.buffer = ReplayBuffer(
-                capacity, shape, env.state_dtype, config.buffer_sampling, config.buffer_refresh_age
+                capacity, shape, env.state_dtype, config.buffer_sampling, config.buffer_refresh_age, self.device
             )
         self.guide = SubstructureGuide(env, config.guide_temperature) if config.guide == "substructure" else None
         self.modes = ModeTracker(env, self.family.top_k)
@@ -451,7 +460,11 @@ class Trainer:
                 transitions.add(self.env, self.buffer, transitions.transitions_of(self.env, traj), priority)
             return
         if batch.fresh and not teacher_fills and (len(self.buffer) == 0 or bool(gate.any())):
-            rows = gate.nonzero().squeeze(1) if len(self.buffer) > 0 else torch.arange(traj.batch_size)
+            rows = (
+                gate.nonzero().squeeze(1)
+                if len(self.buffer) > 0
+                else torch.arange(traj.batch_size, device=traj.states.device)
+            )
             self.buffer.add(traj.terminal[rows], keys[rows], priority[rows], traj.log_reward[rows])
         elif not batch.fresh and cfg.buffer == "teacher_reward" and cfg.per_refresh:
             self.buffer.update_priority(keys, priority)
@@ -658,6 +671,7 @@ class Trainer:
             "next_eval": self.next_eval,
             "history": self.history,
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "milestones_done": self.milestones_done,
             "mala_step_size": self.mala_step_size,
             "teacher_gate": self.teacher_gate,
@@ -668,11 +682,11 @@ class Trainer:
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.student.load_state_dict(d["student"])
-        self.opt_student.load_state_dict(d["opt_student"])
+        self.opt_student.load_state_dict(_steps_on_cpu(d["opt_student"]))
         if self.teacher is not None:
             self.teacher.load_state_dict(d["teacher"])
             assert self.opt_teacher is not None
-            self.opt_teacher.load_state_dict(d["opt_teacher"])
+            self.opt_teacher.load_state_dict(_steps_on_cpu(d["opt_teacher"]))
         if self.rnd is not None:
             self.rnd.load_state_dict(d["rnd"])
         if self.buffer is not None:
@@ -686,12 +700,16 @@ class Trainer:
             self.evaluator.evaluations = len(self.history)
         self.step, self.reward_calls, self.wall_s = d["step"], d["reward_calls"], d["wall_s"]
         self.next_eval, self.history = d["next_eval"], d["history"]
-        torch.set_rng_state(d["rng"])
+        torch.set_rng_state(d["rng"].cpu())
+        if self.device.type == "cuda" and d.get("cuda_rng") is not None:  # a run continued on the GPU it ran on
+            torch.cuda.set_rng_state(d["cuda_rng"].cpu(), self.device)
         self.milestones_done = d.get("milestones_done", 0)
         self.mala_step_size = d.get("mala_step_size", self.mala_step_size)
         self.teacher_gate = d.get("teacher_gate", self.teacher_gate)
-        if d.get("snapshots") is not None and hasattr(self.evaluator, "snapshots"):
-            self.evaluator.snapshots = list(d["snapshots"])
+        if d.get("snapshots") is not None and hasattr(self.evaluator, "snapshots"):  # kept on the CPU for the plots
+            self.evaluator.snapshots = [
+                {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in snap.items()} for snap in d["snapshots"]
+            ]
 
     def save_checkpoint(self, path: Path) -> None:
         """Write the checkpoint into ``path``'s directory (the previous one is kept beside it)."""
@@ -721,11 +739,13 @@ class Trainer:
         env: TaskEnv | None = None,
         reward_calls: int | None = None,
         iterations: int | None = None,
+        device: str | None = None,
     ) -> Trainer:
         """Continue an interrupted run from its last checkpoint (metrics written after it are dropped).
 
         ``reward_calls`` / ``iterations`` change the budget (of the kind the run was started with), e.g. to
-        extend a finished run; the run's config.json is updated to match."""
+        extend a finished run; the run's config.json is updated to match. ``device`` moves the run to another
+        device (not part of the fingerprint: it stays the same run; its checkpoint loads onto that device)."""
         from adaptive_teacher.tasks import make_task
 
         out = Path(out_dir)
@@ -736,12 +756,14 @@ class Trainer:
             )
         saved = run_dir.read_config(out)
         cfg = TrainConfig.from_dict(saved["config"])
+        if device is not None:
+            cfg = replace(cfg, device=device)
         if env is None:
             env = make_task(saved["task"])
         elif task_spec(env) != saved["task"]:
             raise ConfigError(f"{out} was trained on the task {saved['task']}, not on {task_spec(env)}")
         trainer = cls(env, cfg, None)
-        state, source = run_dir.load_checkpoint(out, warn=_warn)
+        state, source = run_dir.load_checkpoint(out, warn=_warn, map_location=trainer.device)
         trainer.restore(state, source)
         budget_changed = trainer._set_budget(reward_calls, iterations)
         trainer.out_dir = out
@@ -777,23 +799,49 @@ class Trainer:
         return True
 
 
+def _steps_on_cpu(opt_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser state_dict with its per-parameter ``step`` counters on the CPU, where Adam keeps them (it
+    moves every other state tensor to its parameter's device itself), wherever ``map_location`` put them."""
+    state = {
+        key: {name: v.cpu() if name == "step" and isinstance(v, torch.Tensor) else v for name, v in per.items()}
+        for key, per in opt_state.get("state", {}).items()
+    }
+    return {**opt_state, "state": state}
+
+
 def _warn(message: str) -> None:
     print(f"adaptive-teacher: warning: {message}", file=sys.stderr)
 
 
-def _physical_memory() -> int | None:
+def _place(env: TaskEnv, device: torch.device) -> None:
+    """Move the environment's tensors to the run's device (``env.to``, in place); an environment without
+    ``to`` can only run on the CPU."""
+    mover = getattr(env, "to", None)
+    if callable(mover):
+        mover(device)
+    elif device.type != "cpu":
+        raise ConfigError(
+            f"{type(env).__name__} has no to(device), so it cannot run on {device}: subclass "
+            f"adaptive_teacher.DiscreteEnv or wrap a Density in DiffusionEnv, or use {option('device')} cpu"
+        )
+
+
+def _physical_memory(device: torch.device | None = None) -> int | None:
+    """Bytes of memory of the run's device: the machine's RAM for the CPU, the GPU's own for CUDA."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
 
 
-def _check_memory(env: TaskEnv, cfg: TrainConfig) -> None:
-    """Refuse a batch size whose one training step needs more memory than the machine has.
+def _check_memory(env: TaskEnv, cfg: TrainConfig, device: torch.device | None = None) -> None:
+    """Refuse a batch size whose one training step needs more memory than the run's device has.
 
     A rough upper estimate of one step: every transition of the batch is one row of network input, hidden
     activations (kept for the backward pass) and outputs, in float32, for the Student and the Teacher."""
-    total = _physical_memory()
+    total = _physical_memory(device)
     if total is None:
         return
     width = cfg.hidden * 4  # at most four hidden layers in the policies of both families
@@ -803,5 +851,6 @@ def _check_memory(env: TaskEnv, cfg: TrainConfig) -> None:
     if need > 0.8 * total:
         raise ConfigError(
             f"{option('batch_size')} {cfg.batch_size} needs about {need / 2**30:.0f} GiB for one training step "
-            f"(this machine has {total / 2**30:.0f} GiB); use a smaller {option('batch_size')}"
+            f"({'this machine' if device is None or device.type == 'cpu' else str(device)} has "
+            f"{total / 2**30:.0f} GiB); use a smaller {option('batch_size')}"
         )

@@ -10,6 +10,10 @@ search, and ``children`` (every state's child under every move, for policies tha
 Every sampler asks the policy for its logits with one call, ``model.outputs(env, states)``
 (policies.py: ``Policy``, ``PolicyOutputs``); the policy reads what it needs from the environment.
 Nothing here loops over individual states in Python.
+
+Devices: an environment is an ``OnDevice`` object (device.py): ``env.to(device)`` moves its tensor attributes
+and returns it; ``initial_states`` and ``enumerate_states`` create their states on ``env.device``, and every
+other method works on the device of the states it is given.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from adaptive_teacher.device import OnDevice
 from adaptive_teacher.errors import EnvironmentCheckError, RewardError, TrainingDiverged
 from adaptive_teacher.policies import Policy
 
@@ -113,8 +118,8 @@ class StepLogProbs:
     valid: Tensor
 
 
-class DiscreteEnv(ABC):
-    """Base class of discrete, DAG-structured environments with batched tensor states."""
+class DiscreteEnv(OnDevice, ABC):
+    """Base class of discrete, DAG-structured environments with batched tensor states (on ``self.device``)."""
 
     n_actions: int  # forward actions, the last one is stop
     n_backward_actions: int
@@ -125,7 +130,8 @@ class DiscreteEnv(ABC):
 
     # ---- to be provided by a subclass -------------------------------------------------------------
     @abstractmethod
-    def initial_states(self, n: int) -> Tensor: ...
+    def initial_states(self, n: int) -> Tensor:
+        """n copies of s0, on ``self.device``."""
 
     @abstractmethod
     def forward_mask(self, states: Tensor) -> Tensor:
@@ -223,7 +229,7 @@ class DiscreteEnv(ABC):
         return ~self.backward_mask(states).any(-1)
 
     def enumerate_states(self) -> Tensor | None:
-        """Every reachable state (terminal or not), or None when the space is too large."""
+        """Every reachable state (terminal or not) on ``self.device``, or None when the space is too large."""
         return None
 
     def level(self, states: Tensor) -> Tensor:
@@ -250,9 +256,9 @@ class DiscreteEnv(ABC):
         return self.n_actions - 1
 
     def log_reward(self, x: Tensor) -> Tensor:
-        """log R(x) in float64; a NaN, infinite, zero or negative reward raises RewardError naming x."""
+        """log R(x) in float64 on x's device; a NaN, infinite, zero or negative reward raises RewardError naming x."""
         where = getattr(self, "reward_name", f"{type(self).__name__}.reward")
-        r = check_batch_output(self.reward(x), len(x), where).to(torch.float64)
+        r = check_batch_output(self.reward(x), len(x), where).to(device=x.device, dtype=torch.float64)
         bad = ~torch.isfinite(r) | (r <= 0)
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])

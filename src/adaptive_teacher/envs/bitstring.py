@@ -31,7 +31,7 @@ class BitString(DiscreteEnv):
         self.n = self.dim = int(n)  # ``dim`` so that task_spec records the length
         self.n_actions, self.n_backward_actions = 3, 2
         self.max_length, self.n_features = self.n + 1, 2 * self.n
-        i = torch.arange(self.n)
+        i = torch.arange(self.n, device=self.device)
         half = (i >= self.n // 2).long()
         self.targets = torch.unique(torch.stack([i % 2, 1 - i % 2, half, 1 - half]), dim=0)
         self.reward_fn = reward_fn
@@ -39,14 +39,14 @@ class BitString(DiscreteEnv):
             self.reward_name = "reward_fn"  # how reward errors name it
         self.n_modes = len(self.targets) if reward_fn is None else None  # a user reward has no known modes
         self.n_terminal_states = 2**self.n
-        self._pow2 = 2 ** torch.arange(self.n + 1)
+        self._pow2 = 2 ** torch.arange(self.n + 1, device=self.device)
 
     def level(self, states: Tensor) -> Tensor:
         """The number of bits written (= forward transitions from s0)."""
         return (states >= 0).sum(-1)
 
     def initial_states(self, n: int) -> Tensor:
-        return torch.full((n, self.n), -1, dtype=torch.long)
+        return torch.full((n, self.n), -1, dtype=torch.long, device=self.device)
 
     def forward_mask(self, states: Tensor) -> Tensor:
         full = (self.level(states) == self.n)[:, None]
@@ -55,7 +55,7 @@ class BitString(DiscreteEnv):
     def backward_mask(self, states: Tensor) -> Tensor:
         k = self.level(states)
         last = states.gather(1, (k - 1).clamp(min=0)[:, None]).squeeze(1)
-        return (k > 0)[:, None] & (last[:, None] == torch.arange(2))
+        return (k > 0)[:, None] & (last[:, None] == torch.arange(2, device=states.device))
 
     def step(self, states: Tensor, actions: Tensor) -> Tensor:
         return states.scatter(1, self.level(states)[:, None], actions[:, None])
@@ -92,7 +92,8 @@ class BitString(DiscreteEnv):
         """Every prefix: for each length k, the 2^k codes written as bits, then -1."""
         if self.n > 16:
             return None
-        pos = torch.arange(self.n)
+        dev = self.device
+        pos = torch.arange(self.n, device=dev)
         return torch.cat(
-            [torch.where(pos < k, (torch.arange(2**k)[:, None] >> pos) & 1, -1) for k in range(self.n + 1)]
+            [torch.where(pos < k, (torch.arange(2**k, device=dev)[:, None] >> pos) & 1, -1) for k in range(self.n + 1)]
         )

@@ -190,12 +190,12 @@ class _Checker:
             )
             fa = self.actions("forward_action", self.call("forward_action", env.forward_action, s, b), len(s), stop)
             self.require("forward_action", fa == a, "forward_action(s, backward_action(s, a)) != a", t, fa)
-            acts = torch.where(torch.rand(len(s)) < 0.25, torch.full_like(a, stop), a)  # stop rows must stay
+            acts = torch.where(torch.rand(len(s), device=s.device) < 0.25, torch.full_like(a, stop), a)  # stop stays
             want = torch.where((acts == stop).view(expand), s, child)
             got = self.moved("step_or_stay", env.step_or_stay, s, acts)
             what = "step_or_stay(s, a) disagrees with step, or does not stay where a is stop"
             self.require("step_or_stay", self.rows_equal(got, want), what, (s, acts, want, b), got)
-            alive = torch.rand(len(s)) < 0.75
+            alive = torch.rand(len(s), device=s.device) < 0.75
             par, fwd = self.call("backward_step_or_stay", env.backward_step_or_stay, child, b, alive)
             ok = self.rows_equal(
                 self.states("backward_step_or_stay", par, len(s)), torch.where(alive.view(expand), s, child)
@@ -331,12 +331,13 @@ class _Checker:
             self.fail("level", f"level(s0) must be 0 (got {level0})")
         position(pool, "enumerate_states", "the state reached by random moves")
         fm = self.forward_mask(states)
-        parents = torch.zeros(len(states), dtype=torch.long)
+        parents = torch.zeros(len(states), dtype=torch.long, device=states.device)
         for a in range(stop):
             src = fm[:, a].nonzero().squeeze(1)
             if len(src) == 0:
                 continue
-            child = self.moved("step", env.step, states[src], torch.full((len(src),), a, dtype=torch.long))
+            moves = torch.full((len(src),), a, dtype=torch.long, device=src.device)
+            child = self.moved("step", env.step, states[src], moves)
             dst = position(child, "enumerate_states", f"the child (action {a}) of an enumerated state,")
             low = level[dst] <= level[src]
             if bool(low.any()):

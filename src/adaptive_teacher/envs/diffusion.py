@@ -15,7 +15,8 @@ its time reversal, so Σ log P_F − Σ log P_B = log N(x_1; 0, σ²·I) for eve
 
 States are float32 [B, T+1, dim] with states[:, 0] = 0 and states[:, T] = x; actions are an unused
 LongTensor of zeros [B, T]; every trajectory has length T. Log-rewards are float64 log-densities; a
-non-finite log-density or gradient raises RewardError (``densities.check_finite``).
+non-finite log-density or gradient raises RewardError (``densities.check_finite``). ``env.to(device)``
+moves the environment and its density's tensors (device.py); states are created on ``env.device``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptive_teacher.densities import Density, check_finite
+from adaptive_teacher.device import OnDevice
 from adaptive_teacher.envs.base import StepLogProbs, Trajectories, check_batch_output
 from adaptive_teacher.errors import ConfigError, option
 
@@ -41,7 +43,7 @@ def _gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor | float) -> Tensor:
     return -0.5 * (((x - mean) ** 2) / var + var.log() + LOG_2PI).sum(-1)
 
 
-class DiffusionEnv:
+class DiffusionEnv(OnDevice):
     """A continuous-time sampler of ``density`` discretised into ``n_steps`` Euler–Maruyama steps."""
 
     family = "diffusion"
@@ -68,16 +70,15 @@ class DiffusionEnv:
 
     # ---- rewards ----------------------------------------------------------------------------------
     def log_reward(self, x: Tensor) -> Tensor:
-        """log R(x), float64 [n]; a non-finite value raises RewardError with the count of bad samples."""
+        """log R(x), float64 [n] on x's device; a non-finite value raises RewardError with the count of bad samples."""
         where = f"{type(self.density).__name__}.log_reward"
-        return check_finite(
-            check_batch_output(self.density.log_reward(x), len(x), where).to(torch.float64), "log-density", x
-        )
+        log_r = check_batch_output(self.density.log_reward(x), len(x), where).to(device=x.device, dtype=torch.float64)
+        return check_finite(log_r, "log-density", x)
 
     def grad_log_reward(self, x: Tensor) -> Tensor:
         """∇ log R(x) in the dtype of ``x``; a non-finite entry raises RewardError (e.g. for ``grad_fn``)."""
         where = f"{type(self.density).__name__}.grad_log_reward"
-        grad = check_batch_output(self.density.grad_log_reward(x), len(x), where, (self.dim,))
+        grad = check_batch_output(self.density.grad_log_reward(x), len(x), where, (self.dim,)).to(x.device)
         return check_finite(grad, "gradient of the log-density", x)
 
     def with_rewards(self, traj: Trajectories) -> Trajectories:
@@ -89,7 +90,7 @@ class DiffusionEnv:
 
     # ---- discrete-interface compatibility -----------------------------------------------------------
     def initial_states(self, n: int) -> Tensor:
-        return torch.zeros(n, self.dim, dtype=self.state_dtype)
+        return torch.zeros(n, self.dim, dtype=self.state_dtype, device=self.device)
 
     def enumerate_states(self) -> None:
         return None

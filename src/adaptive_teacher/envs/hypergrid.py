@@ -35,10 +35,11 @@ class Hypergrid(DiscreteEnv):
         self.n_backward_actions = self.dim
         self.max_length = self.dim * (self.height - 1) + 1
         self.n_features = self.dim * self.height
-        self._strides = self.height ** torch.arange(self.dim, dtype=torch.long)
-        self._coords = torch.arange(self.dim)  # the move actions, one per coordinate
+        dev = self.device
+        self._strides = self.height ** torch.arange(self.dim, dtype=torch.long, device=dev)
+        self._coords = torch.arange(self.dim, device=dev)  # the move actions, one per coordinate
         self._offsets = self._coords * self.height  # where each coordinate's one-hot block starts
-        self._stop_only = torch.arange(self.n_actions) == self.dim  # a mask row allowing stop alone
+        self._stop_only = torch.arange(self.n_actions, device=dev) == self.dim  # a mask row allowing stop alone
 
     # -- size ---------------------------------------------------------------------------------------
     @property
@@ -53,7 +54,7 @@ class Hypergrid(DiscreteEnv):
 
     # -- transitions --------------------------------------------------------------------------------
     def initial_states(self, n: int) -> Tensor:
-        return torch.zeros((n, self.dim), dtype=torch.long)
+        return torch.zeros((n, self.dim), dtype=torch.long, device=self.device)
 
     def forward_mask(self, states: Tensor) -> Tensor:
         # Every move is allowed unless some coordinate is at H-1, which forces stop; stop is always allowed.
@@ -66,12 +67,12 @@ class Hypergrid(DiscreteEnv):
 
     def step(self, states: Tensor, actions: Tensor) -> Tensor:
         out = states.clone()
-        out[torch.arange(len(states)), actions] += 1
+        out[torch.arange(len(states), device=states.device), actions] += 1
         return out
 
     def backward_step(self, states: Tensor, backward_actions: Tensor) -> Tensor:
         out = states.clone()
-        out[torch.arange(len(states)), backward_actions] -= 1
+        out[torch.arange(len(states), device=states.device), backward_actions] -= 1
         return out
 
     def step_or_stay(self, states: Tensor, actions: Tensor) -> Tensor:
@@ -106,7 +107,7 @@ class Hypergrid(DiscreteEnv):
     def enumerate_states(self) -> Tensor | None:
         if self.height**self.dim > MAX_ENUMERATED_STATES:
             return None
-        axes = [torch.arange(self.height)] * self.dim
+        axes = [torch.arange(self.height, device=self.device)] * self.dim
         grid = torch.cartesian_prod(*axes).view(-1, self.dim) if self.dim > 1 else axes[0][:, None]
         return grid[(grid == self.height - 1).sum(-1) <= 1]
 
@@ -132,7 +133,7 @@ class DeceptiveGrid(Hypergrid):
 
     def __init__(self, dim: int, height: int):
         super().__init__(dim, height, deceptive_grid_reward(int(height)), name="deceptive-grid")
-        coords = torch.arange(self.height)[:, None]
+        coords = torch.arange(self.height, device=self.device)[:, None]
         goal = deceptive_grid_reward(self.height)(coords)  # per-coordinate ring test via d=1
         self.goal_coordinates = [int(c) for c in coords[goal > 1.0, 0]]
         self.max_reward = 2.0 + 1e-5

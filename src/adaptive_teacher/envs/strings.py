@@ -84,9 +84,10 @@ class PrependAppendStrings(DiscreteEnv):
         self.n_modes = n_modes if mode_fn is not None else None  # a subclass with its own is_mode sets it
         self.n_terminal_states = a**n
         self.enumerate_limit = int(enumerate_limit)
-        self._chars = torch.arange(a)
-        self._key_pow = (a + 1) ** torch.arange(n)  # state_key weights, position j -> (A+1)^j
-        self._row_pow = a ** torch.arange(n - 1, -1, -1)  # terminal_index weights, position j -> A^(L-1-j)
+        dev = self.device
+        self._chars = torch.arange(a, device=dev)
+        self._key_pow = (a + 1) ** torch.arange(n, device=dev)  # state_key weights, position j -> (A+1)^j
+        self._row_pow = a ** torch.arange(n - 1, -1, -1, device=dev)  # terminal_index weights, j -> A^(L-1-j)
         self._char_of = {ch: i for i, ch in enumerate(alphabet)}
 
     # ---- structure --------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class PrependAppendStrings(DiscreteEnv):
         return written[:, 0] & ((states == states[:, :1]) | ~written).all(-1)
 
     def initial_states(self, n: int) -> Tensor:
-        return torch.full((n, self.length), -1, dtype=torch.long)
+        return torch.full((n, self.length), -1, dtype=torch.long, device=self.device)
 
     def forward_mask(self, states: Tensor) -> Tensor:
         """[prepend c | append c | stop]; prepend c is masked at c^k (its child is that of append c), and at k = 0."""
@@ -190,10 +191,10 @@ class PrependAppendStrings(DiscreteEnv):
         when A^L > ``enumerate_limit``."""
         if self.n_terminal_states > self.enumerate_limit:
             return None
-        pos = torch.arange(self.length)
+        pos = torch.arange(self.length, device=self.device)
         out = []
         for k in range(self.length + 1):
-            codes = torch.arange(self.alphabet_size**k)[:, None]
+            codes = torch.arange(self.alphabet_size**k, device=self.device)[:, None]
             weight = self.alphabet_size ** (k - 1 - pos).clamp(min=0)
             out.append(torch.where(pos < k, (codes // weight) % self.alphabet_size, -1))
         return torch.cat(out)
@@ -204,8 +205,9 @@ class PrependAppendStrings(DiscreteEnv):
         return ["".join(self.alphabet[c] for c in row if c >= 0) for row in states.tolist()]
 
     def from_strings(self, strings: Sequence[str]) -> Tensor:
-        """States [m, L] of strings of length <= L written with ``alphabet`` (-1 padded); ValueError otherwise."""
-        out = torch.full((len(strings), self.length), -1, dtype=torch.long)
+        """States [m, L] (on ``self.device``) of strings of length <= L written with ``alphabet`` (-1 padded);
+        ValueError otherwise."""
+        out = torch.full((len(strings), self.length), -1, dtype=torch.long, device="cpu")
         for i, s in enumerate(strings):
             if len(s) > self.length:
                 raise ValueError(f"string {s!r} is longer than the length {self.length}")
@@ -215,5 +217,5 @@ class PrependAppendStrings(DiscreteEnv):
                 raise ValueError(
                     f"string {s!r} has a character {e.args[0]!r} not in the alphabet {self.alphabet!r}"
                 ) from None
-            out[i, : len(codes)] = torch.tensor(codes, dtype=torch.long)
-        return out
+            out[i, : len(codes)] = torch.tensor(codes, dtype=torch.long, device="cpu")
+        return out.to(self.device)

@@ -4,6 +4,8 @@ Discrete: exact L1 of the Student's terminal distribution (by DP) and |log Z_θ 
 be enumerated; otherwise nulls (modes are counted by the trainer either way).
 Diffusion: ELBO, importance-weighted log Ẑ and EUBO on K samples (2,000 during training, 10,000 at the
 end), Δlog Z against the exact value, and the 2-Wasserstein distance to exact samples at the end only.
+Exact target samples are drawn with a seeded CPU generator (the same samples on every device) and moved to the
+environment's device; the plot snapshots are kept on the CPU.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ class DiffusionEvaluator:
         self.env = env
         self.eval_samples, self.final_samples = eval_samples, final_samples
         self.has_sampler = bool(getattr(env.density, "has_sampler", True))
-        gen = torch.Generator().manual_seed(10_000 + seed)
-        self.target = env.density.sample(eval_samples, generator=gen) if self.has_sampler else None
+        gen = torch.Generator(device="cpu").manual_seed(10_000 + seed)
+        self.target = env.density.sample(eval_samples, generator=gen).to(env.device) if self.has_sampler else None
         self._final_target: torch.Tensor | None = None
         self._gen = gen
         self.n_terminal = None
@@ -55,7 +57,7 @@ class DiffusionEvaluator:
 
         n = self.final_samples if final else self.eval_samples
         if final and self._final_target is None and self.has_sampler:
-            self._final_target = self.env.density.sample(self.final_samples, generator=self._gen)
+            self._final_target = self.env.density.sample(self.final_samples, generator=self._gen).to(self.env.device)
         target = self._final_target if final else self.target
         bounds = log_z_bounds(self.env, student, n, target_samples=target)
         row: dict[str, Any] = {
@@ -75,9 +77,9 @@ class DiffusionEvaluator:
                 row["w2"] = float(wasserstein2(samples[:m].double(), target[:m].double()))
             except ImportError:
                 row["w2"] = None
-        snap: dict[str, Any] = {"student": samples[:1000, :2].clone()}
+        snap: dict[str, Any] = {"student": samples[:1000, :2].clone().cpu()}
         if teacher is not None:
-            snap["teacher"] = self.env.rollout(teacher, 1000).terminal[:, :2].clone()
+            snap["teacher"] = self.env.rollout(teacher, 1000).terminal[:, :2].clone().cpu()
         self.snapshots.append(snap)
         return row
 

@@ -3,7 +3,7 @@
 reach(s0) = 1;  reach(s') = Σ_{s→s'} reach(s)·P_F(s'|s), level by level;  p(x) = reach(x)·P_F(stop|x).
 Everything is vectorised: one policy pass, ``model.outputs(env, states)``, over every state (in chunks) and
 one ``index_add_`` per level. ``optimal_policy`` builds the exact GFlowNet for uniform P_B as a table keyed on
-``env.state_key``.
+``env.state_key``. Every table lives on the environment's device (that of ``env.enumerate_states()``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ExactEvaluator:
             s = self.forward_mask[:, a].nonzero().squeeze(1)
             if len(s) == 0:
                 continue
-            child = env.step(states[s], torch.full((len(s),), a, dtype=torch.long))
+            child = env.step(states[s], torch.full((len(s),), a, dtype=torch.long, device=s.device))
             src.append(s)
             act.append(torch.full_like(s, a))
             dst.append(self.position(child))
@@ -80,7 +80,7 @@ class ExactEvaluator:
     def distribution(self, model: Policy) -> Tensor:
         """p(x) over ``terminal_states`` (float64, sums to 1)."""
         probs = self.action_probs(model)
-        reach = torch.zeros(self.n_states, dtype=torch.float64)
+        reach = torch.zeros(self.n_states, dtype=torch.float64, device=probs.device)
         reach[self.initial] = 1.0
         flow = probs[self._src, self._act]
         for lo, hi in zip(self._bounds[:-1], self._bounds[1:], strict=True):
@@ -107,7 +107,9 @@ class TabularPolicy(nn.Module):
         super().__init__()
         self._keys, self._perm = torch.sort(keys)
         self.table = logits
-        self.log_Z = nn.Parameter(torch.tensor(float(log_Z), dtype=torch.float64), requires_grad=False)
+        self.log_Z = nn.Parameter(
+            torch.tensor(float(log_Z), dtype=torch.float64, device=logits.device), requires_grad=False
+        )
         self.learn_pb = False
         self.flow_head = False
 
@@ -131,10 +133,11 @@ def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) ->
     ev = ExactEvaluator(env) if evaluator is None else evaluator
     states = ev.states
     log_npar = env.backward_mask(states).sum(-1).clamp(min=1).to(torch.float64).log()
-    log_flow = torch.full((ev.n_states,), -math.inf, dtype=torch.float64)
+    dev = states.device
+    log_flow = torch.full((ev.n_states,), -math.inf, dtype=torch.float64, device=dev)
     log_r = env.log_reward(ev.terminal_states)
     log_flow[ev.terminal] = log_r
-    edge = torch.empty(len(ev._src), dtype=torch.float64)
+    edge = torch.empty(len(ev._src), dtype=torch.float64, device=dev)
     for lo, hi in reversed(list(zip(ev._bounds[:-1], ev._bounds[1:], strict=True))):
         if hi == lo:
             continue
@@ -146,7 +149,7 @@ def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) ->
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         total = (log_flow[rows] - m).exp().index_add(0, inv, (val - m[inv]).exp())
         log_flow[rows] = m + total.log()
-    logits = torch.full((ev.n_states, env.n_actions), -math.inf, dtype=torch.float64)
+    logits = torch.full((ev.n_states, env.n_actions), -math.inf, dtype=torch.float64, device=dev)
     logits[ev._src, ev._act] = edge - log_flow[ev._src]
     logits[ev.terminal, env.stop] = log_r - log_flow[ev.terminal]
     logits[~torch.isfinite(log_flow)] = 0.0  # states with no terminal descendant: never reached

@@ -6,6 +6,7 @@ draws uniformly from the items at or above the 90th percentile of priority, half
 (Shen et al., 2023, "PRT", as used by Kim et al.'s string code). States are de-duplicated by key: a state
 seen again gets its newest priority. When full, the oldest insertions are evicted first (FIFO); with
 ``refresh_age=False`` a state seen again keeps its first insertion time (the string code's ordered dict).
+Everything is stored on ``device`` (the run's); ``load_state_dict`` moves a checkpoint's tensors there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ReplayBuffer:
         state_dtype: torch.dtype = torch.long,
         sampling: str = "rank",
         refresh_age: bool = True,
+        device: torch.device | str = "cpu",
     ):
         if capacity < 1:
             raise ValueError("buffer capacity must be >= 1")
@@ -29,11 +31,12 @@ class ReplayBuffer:
             raise ValueError(f"buffer sampling must be 'rank' or 'top_decile' (got {sampling!r})")
         self.capacity = int(capacity)
         self.sampling, self.refresh_age = sampling, bool(refresh_age)
-        self.states = torch.zeros((0, *state_shape), dtype=state_dtype)
-        self.keys = torch.zeros(0, dtype=torch.long)
-        self.priority = torch.zeros(0, dtype=torch.float64)
-        self.log_reward = torch.zeros(0, dtype=torch.float64)
-        self.inserted = torch.zeros(0, dtype=torch.long)
+        self.device = dev = torch.device(device)
+        self.states = torch.zeros((0, *state_shape), dtype=state_dtype, device=dev)
+        self.keys = torch.zeros(0, dtype=torch.long, device=dev)
+        self.priority = torch.zeros(0, dtype=torch.float64, device=dev)
+        self.log_reward = torch.zeros(0, dtype=torch.float64, device=dev)
+        self.inserted = torch.zeros(0, dtype=torch.long, device=dev)
         self._clock = 0
 
     def __len__(self) -> int:
@@ -42,12 +45,13 @@ class ReplayBuffer:
     def add(self, states: Tensor, keys: Tensor, priority: Tensor, log_reward: Tensor) -> None:
         """Insert a batch; duplicates (within the batch or already stored) keep the newest priority."""
         # Within the batch keep the last occurrence of each key.
-        order = torch.arange(len(keys))
+        dev = self.device
+        order = torch.arange(len(keys), device=dev)
         uniq, inv = torch.unique(keys, return_inverse=True)
-        last = torch.full((len(uniq),), -1, dtype=torch.long).scatter_reduce(0, inv, order, "amax")
+        last = torch.full((len(uniq),), -1, dtype=torch.long, device=dev).scatter_reduce(0, inv, order, "amax")
         states, keys = states[last], keys[last]
         priority, log_reward = priority[last].to(torch.float64), log_reward[last].to(torch.float64)
-        stamp = self._clock + torch.arange(len(keys))
+        stamp = self._clock + torch.arange(len(keys), device=dev)
         self._clock += len(keys)
 
         present = torch.isin(keys, self.keys)
@@ -77,8 +81,9 @@ class ReplayBuffer:
 
     def sampling_weights(self) -> Tensor:
         n = len(self)
-        rank = torch.empty(n, dtype=torch.float64)
-        rank[torch.argsort(self.priority, descending=True, stable=True)] = torch.arange(n, dtype=torch.float64)
+        rank = torch.empty(n, dtype=torch.float64, device=self.device)
+        order = torch.argsort(self.priority, descending=True, stable=True)
+        rank[order] = torch.arange(n, dtype=torch.float64, device=self.device)
         return 1.0 / (0.01 * n + rank)
 
     def sample(self, n: int) -> tuple[Tensor, Tensor]:
@@ -96,8 +101,8 @@ class ReplayBuffer:
         top = (self.priority >= threshold).nonzero().squeeze(1)
         rest = (self.priority <= threshold).nonzero().squeeze(1)
         n_top = n // 2
-        pick_top = top[torch.randint(len(top), (n_top,))]
-        pick_rest = rest[torch.randint(len(rest), (n - n_top,))]
+        pick_top = top[torch.randint(len(top), (n_top,), device=self.device)]
+        pick_rest = rest[torch.randint(len(rest), (n - n_top,), device=self.device)]
         return torch.cat([pick_top, pick_rest])
 
     def state_dict(self) -> dict:
@@ -105,4 +110,4 @@ class ReplayBuffer:
 
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():
-            setattr(self, k, v)
+            setattr(self, k, v.to(self.device) if isinstance(v, Tensor) else v)

@@ -9,7 +9,9 @@ the children of the current state that are windows (substrings) of x, choose c w
 uniformly when no other observed x' contains any of them (τ = ``temperature``, 1 in Shen et al.'s QM9
 setting). log p_guide(τ) is the sum of the chosen log-probabilities. The sums and counts of R over every
 substring of every distinct observed x are kept incrementally, so a score is a dictionary lookup (an x
-contributes its own R to each of its windows, which ``score`` subtracts again).
+contributes its own R to each of its windows, which ``score`` subtracts again). The walk is a Python loop over
+strings: its draws are made on the CPU (the CPU generator, whatever the run's device) and the trajectories come
+back on the device of x.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ class SubstructureGuide:
         """A guide trajectory to each full string of x, and log p_guide of each, float64 [n]."""
         env, a = self.env, self.env.alphabet_size
         n, length = x.shape[0], env.length
-        actions = torch.full((n, length + 1), env.stop, dtype=torch.long)
-        log_p = torch.zeros(n, dtype=torch.float64)
+        cpu = torch.device("cpu")
+        actions = torch.full((n, length + 1), env.stop, dtype=torch.long, device=cpu)
+        log_p = torch.zeros(n, dtype=torch.float64, device=cpu)
         for i, (s, log_r) in enumerate(zip(env.to_strings(x), log_reward.tolist(), strict=True)):
             own_r, own_seen = math.exp(log_r), s in self.seen
             cur = ""
@@ -75,17 +78,20 @@ class SubstructureGuide:
                     weights = [max(v or 0.0, SCORE_FLOOR) ** self.temperature for v in scores]
                     total = sum(weights)
                     probs = [w / total for w in weights]
-                j = int(torch.multinomial(torch.tensor(probs, dtype=torch.float64), 1))
+                j = int(torch.multinomial(torch.tensor(probs, dtype=torch.float64, device=cpu), 1))
                 log_p[i] += math.log(probs[j])
                 cur = kids[j]
                 actions[i, t] = options[cur]
-        states = [env.initial_states(n)]
+        dev = x.device
+        actions = actions.to(dev)
+        states = [env.initial_states(n).to(dev)]
         for t in range(length):
             states.append(env.step(states[-1], actions[:, t]))
         states.append(states[-1])  # the stop successor: x itself
-        traj = Trajectories(torch.stack(states, 1), actions, torch.full((n,), length + 1, dtype=torch.long))
+        lengths = torch.full((n,), length + 1, dtype=torch.long, device=dev)
+        traj = Trajectories(torch.stack(states, 1), actions, lengths)
         traj.log_reward = log_reward
-        return traj, log_p
+        return traj, log_p.to(dev)
 
     def state_dict(self) -> dict:
         return {"total": dict(self.total), "count": dict(self.count), "seen": sorted(self.seen)}

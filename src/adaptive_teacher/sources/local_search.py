@@ -27,7 +27,7 @@ ScoreFn = Callable[[Trajectories], torch.Tensor]
 def _suffix_log_ratio(env: DiscreteEnv, model: Policy, traj: Trajectories, keep: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         lp = env.log_probs(model, traj)
-    steps = torch.arange(lp.log_pf.shape[1])[None, :]
+    steps = torch.arange(lp.log_pf.shape[1], device=keep.device)[None, :]
     in_suffix = (steps >= keep[:, None]).to(lp.log_pf.dtype)
     return ((lp.log_pb - lp.log_pf) * in_suffix).sum(1).to(torch.float64)
 
@@ -61,7 +61,7 @@ def back_and_forth(
     if accept not in ("greedy", "mh", "barker"):
         raise ValueError(f"local-search acceptance must be 'greedy', 'mh' or 'barker' (got {accept!r})")
     cur, cur_score = traj, score_fn(traj)
-    rows = torch.arange(traj.batch_size)
+    rows = torch.arange(traj.batch_size, device=traj.states.device)
     proposals: list[Trajectories] = []
     for _ in range(iterations):
         back = env.backward_rollout(cur.terminal, backward_model)
@@ -76,7 +76,7 @@ def back_and_forth(
         else:
             log_a = (new_score - cur_score) + _suffix_log_ratio(env, model, prop, keep)
             log_a = log_a - _suffix_log_ratio(env, model, back, keep)
-            u = torch.rand(len(log_a), dtype=torch.float64)
+            u = torch.rand(len(log_a), dtype=torch.float64, device=log_a.device)
             accepted = u.log() < log_a if accept == "mh" else u < torch.sigmoid(log_a)
         both = concat_trajectories([prop, cur])
         cur = both.select(torch.where(accepted, rows, rows + traj.batch_size))

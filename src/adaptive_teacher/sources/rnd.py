@@ -17,11 +17,18 @@ from adaptive_teacher.policies import mlp
 class RandomNetworkDistillation(nn.Module):
     """Intrinsic reward r(s) = scale·‖f̂(s) − f(s)‖₂ with a fixed random target f and a trained predictor f̂."""
 
-    def __init__(self, n_features: int, hidden: int = 256, latent: int = 128, scale: float = 0.01):
+    def __init__(
+        self,
+        n_features: int,
+        hidden: int = 256,
+        latent: int = 128,
+        scale: float = 0.01,
+        device: torch.device | str | None = None,
+    ):
         super().__init__()
         self.scale = scale
-        self.target = mlp(n_features, latent, hidden, 2)
-        self.predictor = mlp(n_features, latent, hidden, 2)
+        self.target = mlp(n_features, latent, hidden, 2, device)
+        self.predictor = mlp(n_features, latent, hidden, 2, device)
         for p in self.target.parameters():
             p.requires_grad_(False)
 

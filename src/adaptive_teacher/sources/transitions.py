@@ -58,7 +58,8 @@ def pair_keys(env: DiscreteEnv, t: Transitions) -> Tensor:
 
 def make_buffer(env: DiscreteEnv, capacity: int | None) -> ReplayBuffer:
     shape = tuple(env.initial_states(1).shape[1:])
-    return ReplayBuffer(capacity or DEFAULT_CAPACITY, (2, *shape), env.state_dtype)
+    device = getattr(env, "device", torch.device("cpu"))
+    return ReplayBuffer(capacity or DEFAULT_CAPACITY, (2, *shape), env.state_dtype, device=device)
 
 
 def add(env: DiscreteEnv, buffer: ReplayBuffer, t: Transitions, priority: Tensor) -> None:
