@@ -279,23 +279,11 @@ class Trainer:
         model = self.teacher if source == "teacher" else self.student
         assert model is not None
         explore = self.exploration(source)
-        if step.local_search and cfg.ls_style == "chain":
-            seeds = batches.on_policy(self.counter, model, bs // (cfg.ls_iterations + 1), explore)
-            traj = batches.chained(
-                self.counter,
-                model,
-                seeds,
-                lambda t: t.log_reward,
-                cfg.ls_iterations,
-                cfg.ls_back_ratio,
-                cfg.ls_accept,
-                self.backward_model,
-                cfg.ls_back_steps,
-            )
-            return Batch(traj, source)
-        traj = batches.on_policy(self.counter, model, bs, explore, track_modes=not step.local_search)
+        chain = step.local_search and cfg.ls_style == "chain"  # the string code: seeds and all proposals
+        n = bs // (cfg.ls_iterations + 1) if chain else bs
+        traj = batches.on_policy(self.counter, model, n, explore, track_modes=chain or not step.local_search)
         if step.local_search:
-            score = self.teacher_reward if source == "teacher" else (lambda t: t.log_reward)
+            score = self.teacher_reward if source == "teacher" and not chain else (lambda t: t.log_reward)
             traj = batches.refined(
                 self.counter,
                 model,
@@ -306,6 +294,7 @@ class Trainer:
                 cfg.ls_accept,
                 self.backward_model,
                 cfg.ls_back_steps,
+                keep_proposals=chain,
             )
         return Batch(traj, source)
 

@@ -60,39 +60,25 @@ def refined(
     accept: str,
     backward_model: nn.Module | None = None,
     back_steps: int | None = None,
+    keep_proposals: bool = False,
 ) -> Trajectories:
-    """Back-and-forth local search on ``traj``. Every proposal costs a reward call; modes count on the
-    accepted batch only, as in the official grid code (pass ``traj`` sampled with ``track_modes=False``)."""
-    traj, proposals = back_and_forth(
+    """Back-and-forth local search on ``traj``; every proposal costs a reward call.
+
+    Default (the official grid code): the batch is the accepted trajectories and modes count on it only (pass
+    ``traj`` sampled with ``track_modes=False``). ``keep_proposals`` (Kim et al.'s string code): the batch is
+    ``traj`` (the seeds) plus every proposal, accepted or not, all counted for modes."""
+    from adaptive_teacher.envs.base import concat_trajectories
+
+    accepted, proposals = back_and_forth(
         counter.env, model, traj, score, iterations, back_ratio, accept, backward_model, back_steps
     )
     counter.calls += sum(p.batch_size for p in proposals)
-    counter.modes.update(traj.terminal, traj.log_reward)
-    return traj
-
-
-def chained(
-    counter: RewardCounter,
-    model: nn.Module,
-    seeds: Trajectories,
-    score: ScoreFn,
-    iterations: int,
-    back_ratio: float,
-    accept: str,
-    backward_model: nn.Module | None = None,
-    back_steps: int | None = None,
-) -> Trajectories:
-    """Local search as Kim et al.'s string code: ``iterations`` back-and-forth refinements of ``seeds``, and
-    the batch is the seeds plus every proposal (accepted or not), all rewarded, all counted for modes."""
-    from adaptive_teacher.envs.base import concat_trajectories
-
-    _, proposals = back_and_forth(
-        counter.env, model, seeds, score, iterations, back_ratio, accept, backward_model, back_steps
-    )
+    if not keep_proposals:
+        counter.modes.update(accepted.terminal, accepted.log_reward)
+        return accepted
     for p in proposals:
-        counter.calls += p.batch_size
         counter.modes.update(p.terminal, p.log_reward)
-    return concat_trajectories([seeds, *proposals])
+    return concat_trajectories([traj, *proposals])
 
 
 def teacher_into_buffer(
@@ -161,7 +147,6 @@ __all__ = [
     "on_policy",
     "replayed",
     "refined",
-    "chained",
     "teacher_into_buffer",
     "mala_into_buffer",
 ]
