@@ -21,6 +21,7 @@ from typing import Any, get_type_hints
 from adaptive_teacher.device import resolve_device
 from adaptive_teacher.errors import ConfigError, option
 from adaptive_teacher.families import REGISTRY, get_family
+from adaptive_teacher.tracking import parse_log
 
 BUFFER_PRIORITIES = ("none", "reward", "teacher_reward")
 
@@ -157,6 +158,11 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar", cli=False)
     threads: int | None = _opt(1, "torch threads while training (1 is fastest for these small networks)")
     device: str = _opt("cpu", "where every tensor of the run lives: cpu, or cuda (cuda:N: one GPU of several)")
+    log: str = _opt(
+        "none",
+        "mirror the metrics to experiment trackers: tensorboard, wandb, or both comma-separated (tensorboard,wandb); "
+        "the run directory stays the record",
+    )
     family: str = _opt("discrete", "task family", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,6 +364,7 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    parse_log(cfg.log)  # an unknown tracker is a ConfigError naming the allowed ones
     resolve_device(cfg.device)  # a name it does not know, or cuda without CUDA, is a one-line ConfigError
     if n_terminal_states is not None and cfg.buffer_size is not None and cfg.buffer_size > n_terminal_states:
         raise ConfigError(

@@ -4,8 +4,8 @@ A run directory holds ``config.json`` (the task spec, the resolved config and it
 ``metrics.jsonl`` (one line per evaluation), ``summary.json`` (only once the run has finished),
 ``checkpoint.pt`` and the checkpoint before it, ``checkpoint.prev.pt`` (so one damaged file does not lose
 the run). A directory belongs to exactly one configuration: its *fingerprint*, the sha256 of the task spec
-and of every config field that can change a result (all but ``progress``, ``threads`` and ``device``: a run
-moved to another device is the same run).
+and of every config field that can change a result (all but ``progress``, ``threads``, ``device`` and ``log``: a
+run moved to another device, or mirrored to another experiment tracker, is the same run).
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain containers only, never
 arbitrary pickled objects, so opening somebody else's run directory cannot execute code.
@@ -46,9 +46,10 @@ RUN_FILES = (
     "samples.png",
     "metrics.png",
     "modes.png",
+    "tracking.json",  # the run's wandb id (tracking.py): a replaced run is a new wandb run
 )
 # Config fields that never change a result: a run that differs only in these is the same run.
-NOT_FINGERPRINTED = ("progress", "threads", "device")
+NOT_FINGERPRINTED = ("progress", "threads", "device", "log")
 CHECKPOINT_KEYS = ("student", "opt_student", "step", "reward_calls", "history", "rng")
 
 

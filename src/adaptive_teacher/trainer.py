@@ -57,6 +57,7 @@ from adaptive_teacher.sources.guide import SubstructureGuide
 from adaptive_teacher.sources.schedule import Batch, ScheduledStep
 from adaptive_teacher.sources.teacher import teacher_log_reward_transitions
 from adaptive_teacher.tasks import task_spec
+from adaptive_teacher.tracking import Trackers, make_trackers, parse_log
 
 CHECKPOINT = run_dir.CHECKPOINT
 
@@ -124,6 +125,7 @@ class Trainer:
         validate(config, n_term)
         _check_memory(env, config, self.device)
         self.out_dir = run_dir.prepare_out_dir(out_dir, overwrite) if out_dir is not None else None
+        self._trackers = Trackers()  # started by train() when cfg.log asks for them
         torch.manual_seed(config.seed)
 
         self.student = self._new_policy()
@@ -537,7 +539,28 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Train to the budget; returns the summary. Ctrl-C raises RunInterrupted and a non-finite loss or
-        policy TrainingDiverged, both after keeping the last checkpoint and the metrics so far."""
+        policy TrainingDiverged, both after keeping the last checkpoint and the metrics so far.
+
+        ``cfg.log`` trackers (tracking.py) start before anything is written, so a missing package stops the run
+        cleanly; each metrics row is mirrored to them, and they are closed however the run ends."""
+        self._trackers = self._start_tracking()
+        try:
+            return self._train()
+        finally:
+            self._trackers.close()
+
+    def _start_tracking(self) -> Trackers:
+        names = parse_log(self.cfg.log)
+        if not names:
+            return Trackers()
+        if self.out_dir is None:
+            raise ConfigError(
+                f"{option('log')} {self.cfg.log}: tracking mirrors the run directory's metrics and this run has "
+                f"none; give it one ({option('out')}) or drop {option('log')}"
+            )
+        return make_trackers(names, self.out_dir, self.cfg, task_spec(self.env), self.fingerprint, self.history)
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.out_dir is not None:
             self._write_config()
@@ -641,6 +664,7 @@ class Trainer:
             with open(self.out_dir / run_dir.METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             run_dir.save_checkpoint(self.state_dict(), self.out_dir)
+        self._trackers.log(row, int(row["step"]))  # after the row is safe on disk; a failing tracker is dropped
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
