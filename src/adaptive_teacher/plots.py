@@ -1,4 +1,4 @@
-"""Plots: a metric against the budget over seeds (compare), and the per-run figures the trainer writes.
+"""Plots: a metric against the budget over seeds (compare, report), and the per-run figures the trainer writes.
 
 Every figure says what it shows in its title (task, budget, seeds), keeps its legend off the curves, and
 survives metrics rows with missing keys or None values (a task without modes, a target without exact log Z
@@ -7,6 +7,7 @@ or exact samples).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ import numpy as np
 
 from adaptive_teacher.run_dir import read_metrics
 
-__all__ = ["mean_band", "plot_diffusion_run", "plot_discrete_run", "plot_metric_vs_reward_calls", "read_metrics"]
+__all__ = [
+    "mean_band",
+    "plot_curves",
+    "plot_diffusion_run",
+    "plot_discrete_run",
+    "plot_metric_vs_reward_calls",
+    "read_metrics",
+]
 
 X_LABELS = {"reward_calls": "reward calls", "step": "iterations"}
 
@@ -83,18 +91,51 @@ def plot_metric_vs_reward_calls(
     reference_label: str | None = None,
     ylabel: str | None = None,
 ) -> None:
-    """``key`` against ``x`` (``reward_calls``, or ``step`` for budgets in iterations) for the runs in
-    ``root/<method>/seed<S>``: the mean over seeds per method and a band of ±1 std clipped to [low, high].
-    ``seeds`` may map each method to the seeds to draw (the runs that finished). ``reference`` draws a
-    dashed horizontal line (the number of modes, the true log Z)."""
+    """plot_curves for the runs in ``root/<method>/seed<S>`` (compare's layout), one line per method.
+    ``seeds`` may map each method to the seeds to draw (the runs that finished)."""
+    per_method = seeds if isinstance(seeds, dict) else {m: list(seeds) for m in methods}
+    runs = {m: [Path(root) / m / f"seed{s}" for s in per_method.get(m, [])] for m in methods}
+    plot_curves(
+        runs,
+        key,
+        path,
+        title,
+        x=x,
+        low=low,
+        high=high,
+        reference=reference,
+        reference_label=reference_label,
+        ylabel=ylabel,
+    )
+
+
+RunCurves = str | Path | Sequence[dict]  # a run directory, or the metrics rows of one run
+
+
+def plot_curves(
+    runs: Mapping[str, Sequence[RunCurves]],
+    key: str,
+    path: Path,
+    title: str = "",
+    *,
+    x: str = "reward_calls",
+    low: float | None = None,
+    high: float | None = None,
+    reference: float | None = None,
+    reference_label: str | None = None,
+    ylabel: str | None = None,
+) -> None:
+    """``key`` against ``x`` (``reward_calls``, or ``step`` for budgets in iterations), one line per label of
+    ``runs`` (label -> its runs: run directories or metrics rows): the mean over the runs and a band of ±1 std
+    clipped to [low, high]. ``reference`` draws a dashed horizontal line (the number of modes, the true log Z)."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
-    per_method = seeds if isinstance(seeds, dict) else {m: list(seeds) for m in methods}
     data = {}
-    for m in methods:
-        curves = [_curve(read_metrics(Path(root) / m / f"seed{s}"), x, key) for s in per_method.get(m, [])]
-        data[m] = [c for c in curves if c is not None]
+    for label, members in runs.items():
+        rows = [read_metrics(r) if isinstance(r, str | Path) else list(r) for r in members]
+        curves = [_curve(rs, x, key) for rs in rows]
+        data[label] = [c for c in curves if c is not None]
     counts = [len(c) for c in data.values() if c]
     n = max(counts, default=0)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -111,6 +152,7 @@ def plot_metric_vs_reward_calls(
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label or f"{reference:g}")
     handles, labels = ax.get_legend_handles_labels()
+    extra = []
     if n > 1:
         what = f"shaded: ±1 std over {n} seeds" + ("" if len(set(counts)) == 1 else " (or fewer)")
         if low is not None or high is not None:
@@ -121,7 +163,12 @@ def plot_metric_vs_reward_calls(
         handles.append(Patch(color="none"))
         labels.append("1 seed: no band")
     if handles:
-        ax.legend(handles, labels, **_BELOW, ncol=min(3, len(handles)))
+        longest = max(len(t) for t in labels)
+        ncol = min(1 if longest > 45 else 2 if longest > 28 else 3, len(handles))
+        # Outside the layout: a long legend hangs below the figure instead of squeezing the axes onto the x label.
+        legend = ax.legend(handles, labels, **_BELOW, ncol=ncol)
+        legend.set_in_layout(False)
+        extra.append(legend)
     if not counts:
         ax.text(0.5, 0.5, f"no run has {key} values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(X_LABELS.get(x, x.replace("_", " ")))
@@ -133,7 +180,7 @@ def plot_metric_vs_reward_calls(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=extra)
     plt.close(fig)
 
 
