@@ -40,7 +40,7 @@ from adaptive_teacher.tasks import (
 
 # Options that only pick what to run (train/compare options besides the config fields), with their defaults.
 TASK_DEFAULTS = {"task": "deceptive-grid", "height": 16}
-RESUMABLE = ("reward_calls", "iterations", "threads", "device")  # options --resume may change (none fingerprinted)
+RESUMABLE = ("reward_calls", "iterations", "threads", "device", "log")  # what --resume may change (none fingerprinted)
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
@@ -164,6 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (default: 1)")
     _config_options(cmp)
+
+    swp = sub.add_parser(
+        "sweep",
+        help="run the tasks × methods × seeds × settings of a TOML spec (locally or on Ray), skipping done runs",
+    )
+    swp.add_argument("spec", metavar="SPEC.toml", help="the sweep spec (format: the sweep module's docstring; sweeps/)")
+    swp.add_argument("--out", default=None, help="root of the sweep's runs (default: the spec's 'out')")
+    swp.add_argument("--jobs", type=int, default=1, help="local executor: runs in parallel, one process each")
+    swp.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run (default: cores // jobs; jobs × threads ≤ cores)",
+    )
+    swp.add_argument(
+        "--executor", default="local", choices=("local", "ray"), help="where runs execute (default: local)"
+    )
+    swp.add_argument("--address", default=None, help="ray: the cluster to join, e.g. 'auto' (default: a local Ray)")
+    swp.add_argument("--dry-run", action="store_true", help="list what would run, reuse or resume; train nothing")
+
+    from adaptive_teacher import report
+
+    rep = sub.add_parser("report", help="all runs under a folder in one table (CSV, markdown) and the paper's curves")
+    report.add_arguments(rep)
     return parser
 
 
@@ -227,14 +251,16 @@ def _train(args: argparse.Namespace) -> int:
         if ignored:
             raise ConfigError(
                 f"--resume continues {args.resume} with its saved configuration; {', '.join(ignored)} would be "
-                "ignored: drop them (only --reward-calls, --iterations, --threads, --device and --no-progress "
-                "apply), or start a new run"
+                "ignored: drop them (only --reward-calls, --iterations, --threads, --device, --log and "
+                "--no-progress apply), or start a new run"
             )
         trainer = Trainer.resume(
             args.resume, reward_calls=args.reward_calls, iterations=args.iterations, device=args.device
         )
         trainer.cfg.progress = not args.no_progress
         trainer.cfg.threads = threads
+        if args.log is not None:
+            trainer.cfg.log = args.log
     else:
         env = make_task(_task(args))
         task = task_spec(env)
@@ -285,6 +311,18 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from adaptive_teacher.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.spec, out=args.out)
+    records = run_sweep(
+        sweep, jobs=args.jobs, threads=args.threads, executor=args.executor, address=args.address, dry_run=args.dry_run
+    )
+    if not args.dry_run:
+        print(f"{sum(r['status'] == 'finished' for r in records)} of {len(records)} runs finished under {sweep.out}")
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with command_line_option_names():
@@ -295,6 +333,12 @@ def run(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "report":
+            from adaptive_teacher.report import command
+
+            return command(args)
     return 2
 
 

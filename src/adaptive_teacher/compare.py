@@ -88,6 +88,7 @@ class _Run:
     seed: int
     out: Path
     cfg: TrainConfig | None = None
+    task: dict[str, Any] | None = None  # its canonical task spec (a sweep mixes tasks)
     action: str = ""  # "reuse" | "resume" | "start" | "restart"
     summary: dict[str, Any] | None = None
     error: str | None = None
@@ -110,7 +111,8 @@ def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[s
     """What to do with run directory ``out`` for this task and config: ``("reuse", summary)`` for a finished
     run of the identical config, ``("resume", None)`` for an unfinished one with a checkpoint,
     ``("restart", None)`` for one that died before its first checkpoint, ``("start", None)`` for an empty
-    directory. A directory holding a run of another config is a ConfigError that lists the differences."""
+    directory. A directory holding a run of another config is a ConfigError that lists the differences. A run
+    written before some config fields existed is the same run when those fields are at their defaults."""
     out = Path(out)
     want = fingerprint(task, cfg.to_dict())
     if not is_run_dir(out):
@@ -124,7 +126,10 @@ def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[s
             f"use another {option('out')} directory for this comparison or delete {out}"
         )
     saved = read_config(out)
-    if saved["fingerprint"] != want:
+    if saved["fingerprint"] != want and _written_before_new_fields(saved, task, cfg):
+        if summary is not None and summary.get("fingerprint") == saved["fingerprint"]:
+            return "reuse", summary
+    elif saved["fingerprint"] != want:
         diffs = config_differences(saved["config"], cfg.to_dict())
         if saved["task"] != task:
             diffs.insert(0, f"task: {json.dumps(saved['task'])} → {json.dumps(task)}")
@@ -143,6 +148,16 @@ def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[s
     return "restart", None
 
 
+def _written_before_new_fields(saved: dict[str, Any], task: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a run's config.json, written before some config fields existed, is ``cfg`` once those fields
+    take their defaults: what ``TrainConfig.from_dict`` (and so ``train --resume``) reads it as. New fields are
+    added with the default that keeps the earlier behaviour (benchmarks/behaviour_check.py checks this)."""
+    missing = {k: v for k, v in TrainConfig().to_dict().items() if k not in saved["config"]}
+    if not missing or saved["task"] != task:
+        return False
+    return fingerprint(task, {**missing, **saved["config"]}) == fingerprint(task, cfg.to_dict())
+
+
 def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, threads: int) -> dict[str, Any]:
     """Train one planned run (``resume``, ``start`` or ``restart``) and return its summary."""
     import torch
@@ -155,8 +170,9 @@ def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, thre
     try:
         if action == "resume":
             trainer = Trainer.resume(out, device=cfg.device)
-            trainer.cfg.progress = False  # neither is fingerprinted: the run stays the same run
+            trainer.cfg.progress = False  # none is fingerprinted: the run stays the same run
             trainer.cfg.threads = threads
+            trainer.cfg.log = cfg.log  # the trackers this command asks for
             return trainer.train()
         if action == "restart":  # the config matches but the run died before its first checkpoint
             prepare_out_dir(out, overwrite=True)
@@ -256,10 +272,13 @@ def _exit_text(code: int | None) -> str:
 
 
 class _Pool:
-    """At most ``jobs`` worker processes (spawned), one per run; each sends back one message on its pipe."""
+    """At most ``jobs`` worker processes (spawned), one per run; each sends back one message on its pipe.
+    ``again`` names the command that continues an interrupted run (in the messages)."""
 
-    def __init__(self, task: dict[str, Any], jobs: int, log: Log, finish: Callable[[_Run, tuple[str, Any]], None]):
-        self.task, self.jobs, self.log, self.finish = task, jobs, log, finish
+    def __init__(
+        self, jobs: int, log: Log, finish: Callable[[_Run, tuple[str, Any]], None], again: str = "compare command"
+    ):
+        self.jobs, self.log, self.finish, self.again = jobs, log, finish, again
         self.ctx = multiprocessing.get_context("spawn")
         self.running: dict[Connection, tuple[_Run, Any]] = {}
         self.started: list[Any] = []
@@ -276,7 +295,7 @@ class _Pool:
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_worker,
-            args=(writer, os.getpid(), self.task, run.cfg, str(run.out), run.action),
+            args=(writer, os.getpid(), run.task, run.cfg, str(run.out), run.action),
             name=f"adaptive-teacher {run.method} seed{run.seed}",
             daemon=True,  # a parent that exits normally also ends its workers
         )
@@ -302,8 +321,8 @@ class _Pool:
             message = (
                 "error",
                 f"the worker process (pid {proc.pid}) died without a result ({_exit_text(proc.exitcode)}; killed or "
-                f"out of memory?); its last checkpoint and metrics are kept in {run.out}; run the same compare "
-                f"command again to continue it",
+                f"out of memory?); its last checkpoint and metrics are kept in {run.out}; run the same "
+                f"{self.again} again to continue it",
             )
         self.finish(run, message)
 
@@ -541,7 +560,7 @@ def compare(
     task = task_spec(make_task(task))  # canonical spec: the one the runs' config.json records
     out = Path(out)
     pairs = [(m, s) for m in methods for s in seeds]
-    runs = [_Run(i + 1, m, s, out / m / f"seed{s}") for i, (m, s) in enumerate(pairs)]
+    runs = [_Run(i + 1, m, s, out / m / f"seed{s}", task=task) for i, (m, s) in enumerate(pairs)]
     if not runs:
         raise ConfigError(f"give at least one method and one seed (got methods {methods}, seeds {seeds})")
     for run in runs:  # fail fast on a bad method or option, before anything runs
@@ -588,7 +607,7 @@ def compare(
             else:
                 todo.append(run)
         if jobs > 1 and len(todo) > 1:
-            pool = _Pool(task, jobs, log, finish)
+            pool = _Pool(jobs, log, finish)
             try:
                 with _signals({signal.SIGTERM: _sigterm_as_interrupt}):
                     pool.run(todo, total)

@@ -1,0 +1,574 @@
+"""Sweeps: tasks × methods × seeds × option settings from a TOML spec, on local processes or on Ray.
+
+A spec (``adaptive-teacher sweep SPEC.toml``; committed examples in ``sweeps/``)::
+
+    name = "grid-d4h16"                      # default: the file's stem
+    out = "runs/sweeps/grid-d4h16"           # default: runs/sweeps/<name> (relative to the working directory)
+    [options]                                # every run: TrainConfig fields, as on the command line
+    n_evals = 12
+    [[product]]                              # tasks × methods × seeds × every combination of the axes
+    tasks = [{ name = "deceptive-grid", dim = 4, height = 16 }]
+    methods = ["tb", "teacher"]
+    seeds = [0, 1, 2]
+    options = { reward_calls = 96000 }       # this block's fixed options
+    axes = { C = [1, 19, 100] }              # one setting per value; several axes make a product
+    [[runs]]                                 # explicit runs
+    task = { name = "tfbind8" }
+    method = "teacher"
+    seeds = [0]
+    label = "short"                          # optional: a name for the setting (its folder)
+
+A run without ``reward_calls`` or ``iterations`` gets the paper's budget of its task. Each run lives in
+``<out>/<task>/<setting>/seed<S>`` (``setting`` = the method, the block's label and the axis values, e.g.
+``teacher-C1``) with the layout of every run directory. A finished run of the identical config is reused, an
+interrupted one continues from its checkpoint, and a run whose config changed is a *new* run in
+``seed<S>-<fingerprint>``: the old one is never overwritten. A ``[reproduction]`` table is kept for the
+reproduction report (benchmarks/reproduction.py) and ignored here.
+
+Executors: ``local`` (default; ``jobs`` worker processes with ``threads`` torch threads each, jobs × threads
+≤ cores) and ``ray`` (one Ray task per run asking for ``threads`` CPUs and, for ``device = "cuda"``, one
+GPU; optional extra ``ray``). Both call the same training function, so a run gives the same summary on either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import signal
+import sys
+import time
+import tomllib
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from adaptive_teacher.compare import (
+    STOP_GRACE_S,
+    Log,
+    _execute,
+    _key_metrics,
+    _one_line,
+    _Pool,
+    _Run,
+    _seconds,
+    _signals,
+    _sigterm_as_interrupt,
+    _start_text,
+    plan_run,
+    run_config,
+)
+from adaptive_teacher.config import TrainConfig, validate
+from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, RunInterrupted, RunsFailed
+from adaptive_teacher.run_dir import fingerprint, write_json
+
+SPEC_KEYS = ("name", "out", "description", "options", "product", "runs", "reproduction")
+PRODUCT_KEYS = ("tasks", "methods", "seeds", "options", "axes", "label")
+RUNS_KEYS = ("task", "method", "seed", "seeds", "options", "label")
+EXECUTORS = ("local", "ray")
+SWEEP_FILE = "sweep.json"  # what the last invocation planned and how each run ended
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, not the machine's count)."""
+    with contextlib.suppress(AttributeError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+# ---- the spec -------------------------------------------------------------------------------------------
+@dataclass
+class SweepRun:
+    """One run of a sweep: its canonical task spec, method, seed, option overrides and setting name."""
+
+    task: dict[str, Any]
+    method: str
+    seed: int
+    options: dict[str, Any]
+    setting: str
+    out: Path = Path()
+    cfg: TrainConfig | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{task_slug(self.task)} {self.setting} seed {self.seed}"
+
+
+@dataclass
+class Sweep:
+    name: str
+    out: Path
+    runs: list[SweepRun]
+    description: str = ""
+    reproduction: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def task_slug(task: dict[str, Any]) -> str:
+    """A folder name for a task spec: its name and the parameters that are set, e.g. deceptive-grid-dim4-height16."""
+
+    def text(v: Any) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    shown = {k: v for k, v in task.items() if k != "name" and v is not None and v is not True}
+    return _safe(str(task.get("name")) + "".join(f"-{k}{text(v)}" for k, v in shown.items()))
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "_".join(_value_text(x) for x in v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _check_keys(table: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; the keys are {', '.join(allowed)}")
+    return table
+
+
+def _options(table: Any, where: str) -> dict[str, Any]:
+    """A table of TrainConfig overrides (lists become tuples, as the tuple-valued fields expect)."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table of options, got {type(table).__name__}")
+    known = {f.name for f in fields(TrainConfig)}
+    for k in table:
+        if k not in known:
+            raise ConfigError(f"{where}: unknown option {k!r}; the options are the fields of TrainConfig")
+        if k in ("method", "seed"):
+            raise ConfigError(f"{where}: give {k} with 'methods'/'seeds' (or 'method'/'seed' of a [[runs]] entry)")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+
+
+def _list(value: Any, kind: type, where: str) -> list[Any]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
+        raise ConfigError(f"{where}: expected a non-empty list of {kind.__name__}s, got {value!r}")
+    return items
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+    """Read and expand a sweep spec (every run's config is resolved and validated before anything runs)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep spec {path}: not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"sweep spec {path}: not valid TOML ({e})") from None
+    return expand_sweep(raw, name=path.stem, out=out, source=path)
+
+
+def expand_sweep(
+    raw: dict[str, Any], name: str = "sweep", out: str | Path | None = None, source: Path | None = None
+) -> Sweep:
+    """The runs of a parsed spec (see the module docstring), each with its resolved config and directory."""
+    where = str(source) if source is not None else "sweep spec"
+    _check_keys(raw, SPEC_KEYS, where)
+    name = str(raw.get("name", name))
+    root = Path(out if out is not None else raw.get("out", f"runs/sweeps/{_safe(name)}"))
+    common = _options(raw.get("options"), f"{where} [options]")
+    entries: list[tuple[dict[str, Any], str, int, dict[str, Any], str]] = []
+    products = raw.get("product", [])
+    explicit = raw.get("runs", [])
+    if not isinstance(products, list) or not isinstance(explicit, list):
+        raise ConfigError(f"{where}: write [[product]] and [[runs]] as arrays of tables")
+    for i, block in enumerate(products):
+        at = f"{where} [[product]] #{i + 1}"
+        _check_keys(block, PRODUCT_KEYS, at)
+        for key in ("tasks", "methods", "seeds"):
+            if key not in block:
+                raise ConfigError(f"{at}: '{key}' is missing")
+        tasks = block["tasks"] if isinstance(block["tasks"], list) else [block["tasks"]]
+        methods = _list(block["methods"], str, f"{at} methods")
+        seeds = _list(block["seeds"], int, f"{at} seeds")
+        fixed = _options(block.get("options"), f"{at} options")
+        axes = block.get("axes", {})
+        _options({k: None for k in axes} if isinstance(axes, dict) else axes, f"{at} axes")
+        for k, vs in axes.items():
+            if not isinstance(vs, list) or not vs:
+                raise ConfigError(f"{at} axes.{k}: expected a non-empty list of values, got {vs!r}")
+        axis_values = [[(k, v) for v in vs] for k, vs in axes.items()]
+        label = str(block.get("label", ""))
+        for task, combo in itertools.product(tasks, itertools.product(*axis_values) if axis_values else [()]):
+            setting_opts = {**fixed, **_options(dict(combo), f"{at} axes")}
+            suffix = [label] if label else []
+            suffix += [f"{k}{_value_text(v)}" for k, v in combo]
+            for m in methods:
+                for s in seeds:
+                    entries.append((task, m, s, {**common, **setting_opts}, "-".join([m, *suffix])))
+    for i, entry in enumerate(explicit):
+        at = f"{where} [[runs]] #{i + 1}"
+        _check_keys(entry, RUNS_KEYS, at)
+        if "task" not in entry or "method" not in entry:
+            raise ConfigError(f"{at}: 'task' and 'method' are required")
+        if ("seed" in entry) == ("seeds" in entry):
+            raise ConfigError(f"{at}: give 'seed' or 'seeds' (one of them)")
+        seeds = _list(entry.get("seeds", entry.get("seed")), int, f"{at} seeds")
+        opts = {**common, **_options(entry.get("options"), f"{at} options")}
+        setting = "-".join([str(entry["method"]), *([str(entry["label"])] if entry.get("label") else [])])
+        for s in seeds:
+            entries.append((entry["task"], str(entry["method"]), s, opts, setting))
+    if not entries:
+        raise ConfigError(f"{where}: no runs; add a [[product]] or a [[runs]] table")
+    return Sweep(
+        name=name,
+        out=root,
+        runs=_resolve(entries, root, where),
+        description=str(raw.get("description", "")),
+        reproduction=dict(raw.get("reproduction", {})),
+        source=source,
+    )
+
+
+def _resolve(entries: list[tuple[dict, str, int, dict, str]], root: Path, where: str) -> list[SweepRun]:
+    """Canonical task specs, budgets, configs and folders; duplicates collapse, clashing folders are an error."""
+    from adaptive_teacher.tasks import default_budget, make_task, task_spec
+
+    canonical: dict[str, tuple[dict[str, Any], dict[str, int]]] = {}
+    runs: dict[Path, SweepRun] = {}
+    for task, method, seed, options, setting in entries:
+        if not isinstance(task, dict) or "name" not in task:
+            raise ConfigError(f"{where}: a task is a table with a 'name' (got {task!r})")
+        key = json.dumps(task, sort_keys=True)
+        if key not in canonical:
+            try:
+                env = make_task(task)
+            except AdaptiveTeacherError as e:
+                raise ConfigError(f"{where}: task {json.dumps(task)}: {e}") from None
+            canonical[key] = (task_spec(env), default_budget(env))
+        spec, budget = canonical[key]
+        opts = dict(options)
+        if "reward_calls" not in opts and "iterations" not in opts:
+            opts.update(budget)
+        reward_calls = opts.pop("reward_calls", None)
+        try:
+            cfg = run_config(spec, method, seed, reward_calls, 1, opts)
+            validate(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {task_slug(spec)} {setting} seed {seed}: {e}") from None
+        out = root / task_slug(spec) / _safe(setting) / f"seed{seed}"
+        run = SweepRun(spec, method, seed, {**opts, "reward_calls": reward_calls}, _safe(setting), out, cfg)
+        if out in runs:
+            other = runs[out]
+            assert other.cfg is not None
+            if fingerprint(spec, other.cfg.to_dict()) != fingerprint(spec, cfg.to_dict()):
+                raise ConfigError(
+                    f"{where}: two different runs would share {out} ({method}, seed {seed}); give one of their "
+                    "blocks a 'label' or an axis"
+                )
+            continue
+        runs[out] = run
+    return list(runs.values())
+
+
+# ---- planning -------------------------------------------------------------------------------------------
+def locate(run: SweepRun) -> tuple[Path, str, dict[str, Any] | None, str]:
+    """The directory of ``run`` and what to do there: its usual folder, or ``seed<S>-<fingerprint>`` next to
+    it when the usual one holds a run of another config (kept, never overwritten). Returns (dir, action,
+    summary of a finished run, note)."""
+    assert run.cfg is not None
+    try:
+        action, summary = plan_run(run.task, run.cfg, run.out)
+        return run.out, action, summary, ""
+    except ConfigError as e:
+        fp = fingerprint(run.task, run.cfg.to_dict())
+        changed = re.search(r"different configuration \((.*)\); use another", str(e))
+        alt = run.out.with_name(f"{run.out.name}-{fp[:8]}")
+        action, summary = plan_run(run.task, run.cfg, alt)
+        what = f" ({changed.group(1)})" if changed else ""
+        return alt, action, summary, f"the config changed{what}, so this is a new run (the one in {run.out} is kept)"
+
+
+# ---- progress -------------------------------------------------------------------------------------------
+class _Progress:
+    """One bar of runs done / total with an ETA on a terminal (tqdm), plain lines with the ETA otherwise."""
+
+    def __init__(self, total: int, done: int, log: Log | None, bar: bool, name: str):
+        self.total, self.done, self.log = total, done, log
+        self.t0, self.finished_here = time.monotonic(), 0
+        self.bar = None
+        if bar and log is None and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="run", desc=name, dynamic_ncols=True)
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        elif self.log is not None:
+            self.log(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def advance(self, text: str) -> None:
+        self.done += 1
+        self.finished_here += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.line(text)
+            return
+        left = self.total - self.done
+        eta = ""
+        if left and self.finished_here:  # the throughput so far, parallel runs included
+            eta = f", ETA {_duration((time.monotonic() - self.t0) / self.finished_here * left)}"
+        self.line(f"{text} [{self.done}/{self.total} done{eta}]")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+# ---- executors ------------------------------------------------------------------------------------------
+Finish = Callable[[_Run, tuple[str, Any]], None]
+
+
+def _run_in_process(todo: list[_Run], total: int, threads: int, progress: _Progress, finish: Finish) -> None:
+    for run in todo:
+        assert run.cfg is not None and run.task is not None
+        progress.line(f"[{run.index}/{total}] {run.name}: {_start_text(run)}")
+        try:
+            summary = _execute(run.task, run.cfg, str(run.out), run.action, threads)
+        except Exception as e:  # KeyboardInterrupt is no Exception: it stops the sweep
+            if not isinstance(e, AdaptiveTeacherError):
+                traceback.print_exc()
+            finish(run, ("error", _one_line(e)))
+        else:
+            finish(run, ("ok", summary))
+
+
+def _run_local_pool(todo: list[_Run], total: int, jobs: int, progress: _Progress, finish: Finish) -> None:
+    pool = _Pool(jobs, progress.line, finish, again="sweep command")
+    try:
+        with _signals({signal.SIGTERM: _sigterm_as_interrupt}):
+            pool.run(todo, total)
+    except KeyboardInterrupt:
+        pool.stop()
+        raise
+
+
+def ray_train(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, threads: int) -> tuple[str, Any]:
+    """The body of a Ray task: train one planned run, return ("ok", summary) or ("error", message)."""
+    try:
+        return ("ok", _execute(task, cfg, out, action, threads))
+    except KeyboardInterrupt:  # ray.cancel: the run kept its checkpoint
+        return ("interrupted", None)
+    except Exception as e:
+        if not isinstance(e, AdaptiveTeacherError):
+            traceback.print_exc()
+        return ("error", _one_line(e))
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--executor ray needs the 'ray' package: pip install 'adaptive-teacher[ray]' (or run with --executor local)"
+        ) from None
+    return ray
+
+
+def _run_ray(
+    todo: list[_Run], total: int, threads: int, address: str | None, progress: _Progress, finish: Finish
+) -> None:
+    ray = _import_ray()
+    from adaptive_teacher.biochem import DATA_ENV_VAR, default_data_dir
+
+    env_vars = {DATA_ENV_VAR: str(Path(default_data_dir()).resolve())}
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = available_cores()
+        ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
+    remote = ray.remote(ray_train)
+    pending: dict[Any, _Run] = {}
+    try:
+        for run in todo:
+            assert run.cfg is not None
+            gpus = 1 if str(run.cfg.device).startswith("cuda") else 0
+            ref = remote.options(num_cpus=threads, num_gpus=gpus, max_retries=0).remote(
+                run.task, run.cfg, str(run.out.resolve()), run.action, threads
+            )
+            pending[ref] = run
+            progress.line(
+                f"[{run.index}/{total}] {run.name}: queued on Ray ({_start_text(run)}; {threads} CPU, {gpus} GPU)"
+            )
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                run = pending.pop(ref)
+                try:
+                    message = ray.get(ref)
+                except Exception as e:  # the task's worker died, or Ray failed
+                    message = ("error", f"the Ray task failed ({_one_line(e)}); its checkpoint is kept in {run.out}")
+                finish(run, message)
+    except KeyboardInterrupt:
+        with _signals({signal.SIGINT: signal.SIG_IGN}):
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while pending and time.monotonic() < deadline:
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+                for ref in ready:
+                    run = pending.pop(ref)
+                    with contextlib.suppress(Exception):
+                        message = ray.get(ref)
+                        if message[0] == "ok":
+                            finish(run, message)
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ---- the sweep ------------------------------------------------------------------------------------------
+def run_sweep(
+    sweep: Sweep,
+    jobs: int = 1,
+    threads: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    *,
+    log: Log | None = None,
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every run of ``sweep`` that has not finished; returns one record per run (its directory, status,
+    summary). ``log`` gets the progress lines (default: a bar on a terminal, lines on stderr otherwise).
+    Raises RunsFailed when runs failed (the others finish regardless) and RunInterrupted on Ctrl-C."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (got {jobs})")
+    cores = available_cores()
+    threads = threads if threads is not None else max(1, cores // jobs)  # the same default on either executor
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (got {threads})")
+    if executor == "local" and jobs * threads > cores:
+        raise ConfigError(
+            f"--jobs {jobs} × --threads {threads} = {jobs * threads} torch threads on {cores} cores; lower "
+            "--jobs or --threads so that their product is at most the number of cores"
+        )
+    if executor == "ray":
+        _import_ray()
+    total = len(sweep.runs)
+    runs = [_Run(i + 1, r.setting, r.seed, r.out, cfg=r.cfg, task=r.task) for i, r in enumerate(sweep.runs)]
+    for run, spec in zip(runs, sweep.runs, strict=True):
+        run.cfg.threads = threads  # type: ignore[union-attr]
+        run.method = f"{task_slug(spec.task)} {spec.setting}"
+    records: dict[int, dict[str, Any]] = {}
+    todo: list[_Run] = []
+    lines: list[str] = []
+    for run in runs:
+        try:
+            run.out, run.action, summary, note = locate(_spec_of(sweep, run))
+        except AdaptiveTeacherError as e:
+            run.error = _one_line(e)
+            lines.append(f"{run.name}: FAILED: {run.error}")
+            continue
+        if note:
+            lines.append(f"{run.name}: {note}")
+        if run.action == "reuse":
+            run.summary = summary
+            lines.append(f"{run.name}: reused ({run.out}, trained {_seconds(summary or {})})")
+        else:
+            todo.append(run)
+    n_reused = sum(r.summary is not None for r in runs)
+    n_failed = sum(r.error is not None for r in runs)
+    progress = _Progress(total, n_reused + n_failed, log, bar=not dry_run, name=sweep.name)
+    for line in lines:
+        progress.line(line)
+    progress.line(
+        f"sweep {sweep.name}: {total} runs, {n_reused} finished earlier, {len(todo)} to run"
+        + (f", {n_failed} refused" if n_failed else "")
+        + ("" if dry_run else f" ({executor}, {jobs if executor == 'local' else 'Ray'} × {threads} threads)")
+    )
+
+    def finish(run: _Run, message: tuple[str, Any]) -> None:
+        kind, value = message
+        if kind == "ok":
+            run.summary = value
+            metrics = _key_metrics(value)
+            progress.advance(f"{run.name}: finished in {_seconds(value)}" + (f" ({metrics})" if metrics else ""))
+        elif kind == "interrupted":
+            run.error = f"interrupted; its checkpoint is kept in {run.out}; run the same sweep command to continue"
+            progress.advance(f"{run.name}: {run.error}")
+        else:
+            run.error = value
+            progress.advance(f"{run.name}: FAILED: {value}")
+
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    try:
+        if not dry_run and todo:
+            if executor == "ray":
+                _run_ray(todo, total, threads, address, progress, finish)
+            elif jobs > 1 and len(todo) > 1:
+                _run_local_pool(todo, total, jobs, progress, finish)
+            else:
+                _run_in_process(todo, total, threads, progress, finish)
+    except KeyboardInterrupt:
+        n_done = sum(r.summary is not None for r in runs)
+        raise RunInterrupted(
+            f"sweep interrupted: {n_done} of {total} runs finished; the others keep their checkpoints under "
+            f"{sweep.out}; run the same sweep command again to continue them (finished runs are reused)"
+        ) from None
+    finally:
+        progress.close()
+        for run in runs:
+            records[run.index] = _record(run)
+        _write_sweep_file(sweep, [records[i] for i in sorted(records)], executor, threads)
+    result = [records[i] for i in sorted(records)]
+    failed = [r for r in runs if r.summary is None and (r.error is not None or not dry_run)]
+    if failed:
+        lines = [f"{len(failed)} of {total} runs failed:"]
+        lines += [f"  {r.name} ({r.out}): {r.error or 'did not finish'}" for r in failed]
+        raise RunsFailed("\n".join(lines))
+    return result
+
+
+def _spec_of(sweep: Sweep, run: _Run) -> SweepRun:
+    return sweep.runs[run.index - 1]
+
+
+def _record(run: _Run) -> dict[str, Any]:
+    status = "finished" if run.summary is not None else ("failed" if run.error else "not run")
+    return {"run": run.name, "dir": str(run.out), "status": status, "error": run.error, "summary": run.summary}
+
+
+def _write_sweep_file(sweep: Sweep, records: list[dict[str, Any]], executor: str, threads: int) -> None:
+    write_json(
+        sweep.out / SWEEP_FILE,
+        {
+            "name": sweep.name,
+            "spec": None if sweep.source is None else str(sweep.source),
+            "executor": executor,
+            "threads_per_run": threads,
+            "runs": [{k: v for k, v in r.items() if k != "summary"} for r in records],
+        },
+    )

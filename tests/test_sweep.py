@@ -1,0 +1,233 @@
+"""sweep: spec expansion and its errors, reuse / resume / new run on a changed config, failures that do not
+stop the others, a killed sweep that finishes only what is missing, and the same summaries through Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adaptive_teacher import sweep as sweep_module
+from adaptive_teacher.errors import ConfigError, RunsFailed
+from adaptive_teacher.sweep import expand_sweep, load_sweep, run_sweep, task_slug
+
+GRID = {"name": "deceptive-grid", "dim": 2, "height": 8}
+TINY = {"batch_size": 16, "n_evals": 2, "hidden": 32, "reward_calls": 320}
+SLUG = "deceptive-grid-dim2-height8"
+TIMING = ("wall_s", "eval_s")  # seconds differ between two runs of the same config
+
+
+def _spec(methods=("tb", "teacher"), seeds=(0, 1), **extra):
+    return {
+        "options": dict(TINY),
+        "product": [{"tasks": [GRID], "methods": list(methods), "seeds": list(seeds)}],
+        **extra,
+    }
+
+
+def _quiet(lines):
+    return lines.append
+
+
+def _comparable(summary):
+    return {k: v for k, v in summary.items() if k not in TIMING and not k.endswith("_s")}
+
+
+# ---- the spec -------------------------------------------------------------------------------------------
+def test_a_product_with_axes_and_explicit_runs_expands_to_one_folder_per_setting(tmp_path):
+    raw = _spec(
+        methods=["tb"],
+        seeds=[0, 1],
+        runs=[{"task": GRID, "method": "teacher", "seed": 3, "label": "short", "options": {"reward_calls": 160}}],
+    )
+    raw["product"].append({"tasks": [GRID], "methods": ["teacher"], "seeds": [0], "axes": {"C": [1.0, 19.0]}})
+    raw["product"].append({"tasks": [GRID], "methods": ["tb"], "seeds": [0]})  # a duplicate of the first block
+    sweep = expand_sweep(raw, out=tmp_path)
+    folders = [str(r.out.relative_to(tmp_path)) for r in sweep.runs]
+    assert folders == [
+        f"{SLUG}/tb/seed0",
+        f"{SLUG}/tb/seed1",
+        f"{SLUG}/teacher-C1/seed0",
+        f"{SLUG}/teacher-C19/seed0",
+        f"{SLUG}/teacher-short/seed3",
+    ]
+    by_folder = dict(zip(folders, sweep.runs, strict=True))
+    assert by_folder[f"{SLUG}/teacher-C1/seed0"].cfg.C == 1.0
+    assert by_folder[f"{SLUG}/teacher-C19/seed0"].cfg.C == 19.0
+    assert by_folder[f"{SLUG}/teacher-short/seed3"].cfg.reward_calls == 160
+    assert all(r.cfg.hidden == 32 for r in sweep.runs)
+
+
+def test_runs_without_a_budget_get_the_papers_budget_of_their_task(tmp_path):
+    raw = {
+        "product": [{"tasks": [{"name": "deceptive-grid", "dim": 4, "height": 16}], "methods": ["tb"], "seeds": [0]}]
+    }
+    (run,) = expand_sweep(raw, out=tmp_path).runs
+    assert run.cfg.reward_calls == 96_000 and run.cfg.iterations is None
+    assert task_slug(run.task) == "deceptive-grid-dim4-height16"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"produce": []}, "unknown key(s) produce"),
+        ({"product": [{"tasks": [GRID], "methods": ["tb"]}]}, "'seeds' is missing"),
+        (
+            {"product": [{"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"lrr": 1}}]},
+            "unknown option 'lrr'",
+        ),
+        ({"product": [{"tasks": [{"name": "nope"}], "methods": ["tb"], "seeds": [0]}]}, "unknown task 'nope'"),
+        ({"product": [{"tasks": [GRID], "methods": ["tbb"], "seeds": [0]}]}, "unknown method 'tbb'"),
+        ({"product": [{"tasks": [GRID], "methods": ["tb"], "seeds": ["0"]}]}, "list of ints"),
+        ({"product": [{"tasks": [GRID], "methods": ["tb"], "seeds": [0], "axes": {"C": []}}]}, "non-empty list"),
+        ({"options": {"lr": -1.0}, "product": [{"tasks": [GRID], "methods": ["tb"], "seeds": [0]}]}, "lr"),
+        ({}, "no runs"),
+        (
+            {
+                "product": [
+                    {"tasks": [GRID], "methods": ["tb"], "seeds": [0]},
+                    {"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"lr": 0.01}},
+                ]
+            },
+            "would share",
+        ),
+    ],
+)
+def test_a_bad_spec_is_a_config_error_that_names_the_problem(tmp_path, raw, expected):
+    with pytest.raises(ConfigError, match=None) as e:
+        expand_sweep(raw, out=tmp_path)
+    assert expected in str(e.value)
+
+
+def test_a_spec_file_that_is_not_toml_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_sweep(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_sweep(tmp_path / "missing.toml")
+
+
+# ---- running --------------------------------------------------------------------------------------------
+def test_finished_runs_are_reused_and_a_changed_config_is_a_new_run_beside_the_old(tmp_path):
+    lines = []
+    sweep = expand_sweep(_spec(methods=["tb"], seeds=[0]), out=tmp_path)
+    (first,) = run_sweep(sweep, threads=1, log=_quiet(lines))
+    run = tmp_path / SLUG / "tb" / "seed0"
+    assert first["status"] == "finished" and Path(first["dir"]) == run
+    metrics = (run / "metrics.jsonl").read_text()
+
+    lines = []
+    (again,) = run_sweep(expand_sweep(_spec(methods=["tb"], seeds=[0]), out=tmp_path), threads=1, log=_quiet(lines))
+    assert again["summary"] == first["summary"] and (run / "metrics.jsonl").read_text() == metrics
+    assert any("reused" in line for line in lines) and not any("starting" in line for line in lines)
+
+    changed = _spec(methods=["tb"], seeds=[0])
+    changed["options"]["lr"] = 0.01
+    lines = []
+    (new,) = run_sweep(expand_sweep(changed, out=tmp_path), threads=1, log=_quiet(lines))
+    assert Path(new["dir"]).parent == run.parent and Path(new["dir"]).name.startswith("seed0-")
+    assert json.loads((Path(new["dir"]) / "config.json").read_text())["config"]["lr"] == 0.01
+    assert (run / "metrics.jsonl").read_text() == metrics  # the old run is untouched
+    assert any("config changed" in line for line in lines)
+    recorded = json.loads((tmp_path / "sweep.json").read_text())
+    assert recorded["runs"][0]["dir"] == new["dir"] and recorded["runs"][0]["status"] == "finished"
+
+
+def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
+    real = sweep_module._execute
+
+    def flaky(task, cfg, out, action, threads):
+        if cfg.method == "tb" and cfg.seed == 1:
+            raise RuntimeError("the oracle crashed")
+        return real(task, cfg, out, action, threads)
+
+    monkeypatch.setattr(sweep_module, "_execute", flaky)
+    lines = []
+    with pytest.raises(RunsFailed) as failed:
+        run_sweep(expand_sweep(_spec(), out=tmp_path), threads=1, log=_quiet(lines))
+    assert "1 of 4 runs failed" in str(failed.value) and "the oracle crashed" in str(failed.value)
+    assert any("tb seed 1: FAILED: RuntimeError: the oracle crashed" in line for line in lines)
+    finished = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("summary.json"))
+    assert finished == [f"{SLUG}/tb/seed0", f"{SLUG}/teacher/seed0", f"{SLUG}/teacher/seed1"]
+    assert any("[4/4 done" in line for line in lines)
+
+
+def _write_spec(path: Path, raw_spec: dict) -> None:
+    def value(v):
+        return (
+            json.dumps(v)
+            if not isinstance(v, dict)
+            else "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        )
+
+    lines = ["[options]"] + [f"{k} = {value(v)}" for k, v in raw_spec["options"].items()]
+    for block in raw_spec["product"]:
+        lines.append("[[product]]")
+        lines += [
+            f"{k} = {value(v) if k != 'tasks' else '[' + ', '.join(value(t) for t in v) + ']'}"
+            for k, v in block.items()
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_killed_sweep_started_again_finishes_only_the_missing_runs(tmp_path):
+    spec = tmp_path / "spec.toml"
+    raw = _spec(methods=["tb"], seeds=[0, 1, 2])
+    raw["options"]["reward_calls"] = 4000  # long enough to be killed in the middle of the second run
+    raw["options"]["n_evals"] = 20
+    _write_spec(spec, raw)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "adaptive_teacher.cli", "sweep", str(spec), "--out", str(out), "--threads", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    runs = [out / SLUG / "tb" / f"seed{s}" for s in range(3)]
+    try:
+        deadline = time.monotonic() + 120
+        while not ((runs[0] / "summary.json").exists() and (runs[1] / "checkpoint.pt").exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended or stalled"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # no cleanup at all: as if the machine went down
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (runs[1] / "summary.json").exists() and not runs[2].exists()
+    first_summary = (runs[0] / "summary.json").read_text()
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert "tb seed 0: reused" in err and "tb seed 1: resuming" in err and "tb seed 2: starting" in err
+    assert "3 runs, 1 finished earlier, 2 to run" in err
+    assert (runs[0] / "summary.json").read_text() == first_summary  # not trained again
+    assert all((r / "summary.json").exists() for r in runs)
+
+
+def test_local_and_ray_executors_give_identical_summaries(tmp_path):
+    pytest.importorskip("ray")
+    raw = _spec()
+    local = run_sweep(expand_sweep(raw, out=tmp_path / "local"), jobs=2, threads=1, log=_quiet([]))
+    lines = []
+    ray = run_sweep(expand_sweep(raw, out=tmp_path / "ray"), threads=1, executor="ray", log=_quiet(lines))
+    assert [r["status"] for r in ray] == ["finished"] * 4
+    assert any("queued on Ray" in line for line in lines)
+    assert [_comparable(r["summary"]) for r in local] == [_comparable(r["summary"]) for r in ray]
+    for a, b in zip(local, ray, strict=True):
+        rows_a = [_comparable(json.loads(x)) for x in (Path(a["dir"]) / "metrics.jsonl").read_text().splitlines()]
+        rows_b = [_comparable(json.loads(x)) for x in (Path(b["dir"]) / "metrics.jsonl").read_text().splitlines()]
+        assert rows_a == rows_b
+    again = run_sweep(expand_sweep(raw, out=tmp_path / "ray"), threads=1, executor="ray", log=_quiet(lines))
+    assert [r["summary"] for r in again] == [r["summary"] for r in ray]  # reused, not run again
+
+
+def test_jobs_times_threads_may_not_exceed_the_cores(tmp_path):
+    sweep = expand_sweep(_spec(), out=tmp_path)
+    cores = sweep_module.available_cores()
+    with pytest.raises(ConfigError, match="at most the number of cores"):
+        run_sweep(sweep, jobs=cores, threads=2, log=_quiet([]))
+    with pytest.raises(ConfigError, match="--executor must be one of local, ray"):
+        run_sweep(sweep, executor="slurm", log=_quiet([]))
