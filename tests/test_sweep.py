@@ -46,6 +46,7 @@ def test_a_product_with_axes_and_explicit_runs_expands_to_one_folder_per_setting
     )
     raw["product"].append({"tasks": [GRID], "methods": ["teacher"], "seeds": [0], "axes": {"C": [1.0, 19.0]}})
     raw["product"].append({"tasks": [GRID], "methods": ["tb"], "seeds": [0]})  # a duplicate of the first block
+    raw["product"].append({"tasks": [GRID], "methods": ["teacher"], "seeds": [0], "axes": {"alpha": [0.0]}})
     sweep = expand_sweep(raw, out=tmp_path)
     folders = [str(r.out.relative_to(tmp_path)) for r in sweep.runs]
     assert folders == [
@@ -59,7 +60,7 @@ def test_a_product_with_axes_and_explicit_runs_expands_to_one_folder_per_setting
     assert by_folder[f"{SLUG}/teacher-C1/seed0"].cfg.C == 1.0
     assert by_folder[f"{SLUG}/teacher-C19/seed0"].cfg.C == 19.0
     assert by_folder[f"{SLUG}/teacher-short/seed3"].cfg.reward_calls == 160
-    assert all(r.cfg.hidden == 32 for r in sweep.runs)
+    assert all(r.cfg.hidden == 32 for r in sweep.runs)  # teacher-alpha0 is teacher-C19 under another name: once
 
 
 def test_runs_without_a_budget_get_the_papers_budget_of_their_task(tmp_path):

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from adaptive_teacher.config import TrainConfig, resolve_config, validate
+from adaptive_teacher.config import TrainConfig, comparable_config, resolve_config, validate
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, RunInterrupted, RunsFailed, option
 from adaptive_teacher.families import family_of_task
 from adaptive_teacher.run_dir import (
@@ -112,7 +112,8 @@ def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[s
     run of the identical config, ``("resume", None)`` for an unfinished one with a checkpoint,
     ``("restart", None)`` for one that died before its first checkpoint, ``("start", None)`` for an empty
     directory. A directory holding a run of another config is a ConfigError that lists the differences. A run
-    written before some config fields existed is the same run when those fields are at their defaults."""
+    written before some config fields existed, or differing only in inert options, is the same run
+    (``config.comparable_config``)."""
     out = Path(out)
     want = fingerprint(task, cfg.to_dict())
     if not is_run_dir(out):
@@ -126,7 +127,7 @@ def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[s
             f"use another {option('out')} directory for this comparison or delete {out}"
         )
     saved = read_config(out)
-    if saved["fingerprint"] != want and _written_before_new_fields(saved, task, cfg):
+    if saved["fingerprint"] != want and _same_run(saved, task, cfg):
         if summary is not None and summary.get("fingerprint") == saved["fingerprint"]:
             return "reuse", summary
     elif saved["fingerprint"] != want:
@@ -148,14 +149,13 @@ def plan_run(task: dict[str, Any], cfg: TrainConfig, out: str | Path) -> tuple[s
     return "restart", None
 
 
-def _written_before_new_fields(saved: dict[str, Any], task: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a run's config.json, written before some config fields existed, is ``cfg`` once those fields
-    take their defaults: what ``TrainConfig.from_dict`` (and so ``train --resume``) reads it as. New fields are
-    added with the default that keeps the earlier behaviour (benchmarks/behaviour_check.py checks this)."""
-    missing = {k: v for k, v in TrainConfig().to_dict().items() if k not in saved["config"]}
-    if not missing or saved["task"] != task:
+def _same_run(saved: dict[str, Any], task: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a run's config.json describes the run ``cfg`` would train, though its fingerprint differs: it
+    was written before some fields existed, or differs only in options that are inert for it
+    (``config.comparable_config``)."""
+    if saved["task"] != task:
         return False
-    return fingerprint(task, {**missing, **saved["config"]}) == fingerprint(task, cfg.to_dict())
+    return fingerprint(task, comparable_config(saved["config"])) == fingerprint(task, comparable_config(cfg.to_dict()))
 
 
 def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, threads: int) -> dict[str, Any]:

@@ -180,6 +180,27 @@ class TrainConfig:
         return cls(**d)
 
 
+# Options that cannot change a run whose config has ``field == value``: matching a finished run (compare,
+# sweep) and grouping runs (report) treat them as at their defaults there.
+INERT_WHEN: dict[str, tuple[str, Any]] = {
+    "guide_mix": ("guide", "none"),
+    "guide_temperature": ("guide", "none"),
+}
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as compared with another's: the fields added since it was written at their defaults (as
+    ``TrainConfig.from_dict``, and so ``train --resume``, reads it; new fields are added with the default that
+    keeps the earlier behaviour, which benchmarks/behaviour_check.py checks) and the INERT_WHEN options at
+    their defaults. Two runs with equal comparable configs (and tasks) give the same results."""
+    defaults = TrainConfig().to_dict()
+    full = {**defaults, **config}
+    for name, (other, value) in INERT_WHEN.items():
+        if full.get(other) == value:
+            full[name] = defaults[name]
+    return full
+
+
 def option_fields() -> list[Field]:
     """The TrainConfig fields that are command-line options."""
     return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]

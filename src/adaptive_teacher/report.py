@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptive_teacher.compare import BUDGET_COLUMNS, BUDGETS, ONE_DECIMAL, _fmt, _task_label
-from adaptive_teacher.config import TrainConfig
+from adaptive_teacher.config import comparable_config
 from adaptive_teacher.errors import ConfigError, DataError
 from adaptive_teacher.families import REGISTRY, TaskFamily, family_of_task, get_family
 from adaptive_teacher.run_dir import (
@@ -113,9 +113,9 @@ class RunRecord:
     @property
     def setting(self) -> dict:
         """The config without the seed and the fields that never change a result: what the group shares. A
-        config written before some fields existed has them at their defaults (as ``train --resume`` reads it)."""
-        full = {**TrainConfig().to_dict(), **self.config}
-        return {k: v for k, v in full.items() if k not in NOT_GROUPED}
+        config written before some fields existed has them at their defaults (as ``train --resume`` reads it),
+        and options inert for the run are at their defaults too (``config.comparable_config``)."""
+        return {k: v for k, v in comparable_config(self.config).items() if k not in NOT_GROUPED}
 
     @property
     def budget_x(self) -> str:

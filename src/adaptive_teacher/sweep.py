@@ -208,8 +208,8 @@ def expand_sweep(
             setting_opts = {**fixed, **_options(dict(combo), f"{at} axes")}
             suffix = [label] if label else []
             suffix += [f"{k}{_value_text(v)}" for k, v in combo]
-            for m in methods:
-                for s in seeds:
+            for s in seeds:  # seed-major: a sweep stopped early has every method at its first seeds
+                for m in methods:
                     entries.append((task, m, s, {**common, **setting_opts}, "-".join([m, *suffix])))
     for i, entry in enumerate(explicit):
         at = f"{where} [[runs]] #{i + 1}"
@@ -241,6 +241,7 @@ def _resolve(entries: list[tuple[dict, str, int, dict, str]], root: Path, where:
 
     canonical: dict[str, tuple[dict[str, Any], dict[str, int]]] = {}
     runs: dict[Path, SweepRun] = {}
+    by_fingerprint: set[str] = set()  # the same config under two names runs once, in the first folder
     for task, method, seed, options, setting in entries:
         if not isinstance(task, dict) or "name" not in task:
             raise ConfigError(f"{where}: a task is a table with a 'name' (got {task!r})")
@@ -261,17 +262,21 @@ def _resolve(entries: list[tuple[dict, str, int, dict, str]], root: Path, where:
             validate(cfg)
         except ConfigError as e:
             raise ConfigError(f"{where}: {task_slug(spec)} {setting} seed {seed}: {e}") from None
+        fp = fingerprint(spec, cfg.to_dict())
         out = root / task_slug(spec) / _safe(setting) / f"seed{seed}"
         run = SweepRun(spec, method, seed, {**opts, "reward_calls": reward_calls}, _safe(setting), out, cfg)
         if out in runs:
             other = runs[out]
             assert other.cfg is not None
-            if fingerprint(spec, other.cfg.to_dict()) != fingerprint(spec, cfg.to_dict()):
+            if fingerprint(spec, other.cfg.to_dict()) != fp:
                 raise ConfigError(
                     f"{where}: two different runs would share {out} ({method}, seed {seed}); give one of their "
                     "blocks a 'label' or an axis"
                 )
             continue
+        if fp in by_fingerprint:
+            continue
+        by_fingerprint.add(fp)
         runs[out] = run
     return list(runs.values())
 
