@@ -1,0 +1,84 @@
+"""The reproduction report: verdicts from a spec's comparisons, numbers only from the spec's own runs."""
+
+import json
+from pathlib import Path
+
+from adaptive_teacher.reproduction import Comparison, verdict, write_reproduction
+from adaptive_teacher.sweep import load_sweep, run_sweep
+
+GRID = {"name": "deceptive-grid", "dim": 2, "height": 8}
+SPEC = """
+name = "tiny-claim"
+[options]
+batch_size = 16
+n_evals = 2
+hidden = 32
+reward_calls = 320
+[[product]]
+tasks = [{ name = "deceptive-grid", dim = 2, height = 8 }]
+methods = ["tb", "teacher"]
+seeds = [0, 1]
+[[product]]
+tasks = [{ name = "deceptive-grid", dim = 2, height = 8 }]
+methods = ["gafn"]
+seeds = [0]
+[reproduction]
+claim = "The Teacher beats TB and GAFN on L1"
+source = "a test"
+metric = "l1"
+lower_is_better = true
+paper = { tb = "1.5" }
+expect = [{ better = "teacher", than = ["tb", "gafn"] }]
+cost = "seconds"
+note = "A note written after looking at the runs."
+"""
+
+
+def _c(ours, theirs):
+    return Comparison(GRID, "teacher", "tb", ours, theirs)
+
+
+def test_the_verdict_follows_the_comparisons():
+    assert verdict([], False) == ("not run", [])
+    assert verdict([_c(None, (1.0, None, 1))], False)[0] == "not run"
+    result, lines = verdict([_c((5.0, 0.5, 3), (2.0, 0.5, 3))], False)
+    assert result == "reproduced" and lines == ["deceptive-grid-dim2-height8: teacher 5 > tb 2"]
+    result, lines = verdict([_c((5.0, 0.5, 3), (2.0, 0.5, 3)), _c((1.0, None, 1), (3.0, None, 1))], False)
+    assert result == "not reproduced (1 of 2 comparisons fail)" and "teacher 1 ≤ tb 3 [1 vs 1 seeds]" in lines[1]
+    result, lines = verdict([_c((5.0, 0.5, 3), (2.0, 0.5, 3)), _c(None, (3.0, None, 1))], False)
+    assert result == "partly run: holds in the 1 of 2 comparisons that were run"
+    result, lines = verdict([_c((2.1, 0.5, 3), (2.0, 0.2, 3))], False)
+    assert result == "reproduced" and "within the seed spread" in lines[0]
+    assert verdict([_c((1.0, None, 3), (2.0, None, 3))], True)[0] == "reproduced"  # lower is better
+
+
+def test_the_report_uses_only_the_specs_runs_and_computes_its_verdict(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "sweeps" / "tiny.toml"
+    spec.parent.mkdir()
+    spec.write_text(SPEC)
+    sweep = load_sweep(spec, out=None)
+    only_tb_and_teacher = load_sweep(spec)
+    only_tb_and_teacher.runs = [r for r in sweep.runs if r.method != "gafn"]
+    records = run_sweep(only_tb_and_teacher, threads=1, log=lambda line: None)
+    l1 = {}
+    for r in records:
+        l1.setdefault(r["summary"]["method"], []).append(r["summary"]["l1"])
+    # A run of another config in the sweep's folder tree must not be counted.
+    stray = Path(records[0]["dir"]).parent.parent / "stray" / "seed0"
+    stray.mkdir(parents=True)
+    for name in ("config.json", "summary.json", "metrics.jsonl"):
+        (stray / name).write_text((Path(records[0]["dir"]) / name).read_text())
+
+    out = tmp_path / "docs" / "REPRODUCTION.md"
+    text = write_reproduction([Path("sweeps/tiny.toml")], out)
+    teacher, tb = sum(l1["teacher"]) / 2, sum(l1["tb"]) / 2
+    expected = "not reproduced (1 of 1 comparisons fail)" if teacher >= tb else "partly run"
+    assert f"| The Teacher beats TB and GAFN on L1 | {expected}" in text
+    assert "| gafn | – | not run |" in text and "| tb | 1.5 |" in text
+    assert "4 of 5 runs finished" in text and "A note written after looking at the runs." in text
+    assert "adaptive-teacher sweep sweeps/tiny.toml" in text
+    images = list((tmp_path / "docs" / "img").glob("repro_tiny-claim_*.png"))
+    assert len(images) == 1 and f"](img/{images[0].name})" in text
+    assert "stray" not in text
+    json.loads((tmp_path / "runs" / "sweeps" / "tiny-claim" / "sweep.json").read_text())
