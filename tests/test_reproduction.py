@@ -50,6 +50,11 @@ def test_the_verdict_follows_the_comparisons():
     result, lines = verdict([_c((2.1, 0.5, 3), (2.0, 0.2, 3))], False)
     assert result == "reproduced" and "within the seed spread" in lines[0]
     assert verdict([_c((1.0, None, 3), (2.0, None, 3))], True)[0] == "reproduced"  # lower is better
+    close = Comparison(GRID, "teacher-C1", "teacher", (40.0, 2.0, 3), (45.0, 3.0, 3), within=0.25)
+    far = Comparison(GRID, "teacher-C99", "teacher", (20.0, 2.0, 3), (45.0, 3.0, 3), within=0.25)
+    result, lines = verdict([close, far], False)
+    assert result == "not reproduced (1 of 2 comparisons fail)"
+    assert "teacher-C1 40 ≈ (within 25%) teacher 45" in lines[0] and "teacher-C99 20 ≉ (not within 25%)" in lines[1]
 
 
 def test_the_report_uses_only_the_specs_runs_and_computes_its_verdict(tmp_path, monkeypatch):
@@ -81,4 +86,4 @@ def test_the_report_uses_only_the_specs_runs_and_computes_its_verdict(tmp_path, 
     images = list((tmp_path / "docs" / "img").glob("repro_tiny-claim_*.png"))
     assert len(images) == 1 and f"](img/{images[0].name})" in text
     assert "stray" not in text
-    json.loads((tmp_path / "runs" / "sweeps" / "tiny-claim" / "sweep.json").read_text())
+    json.loads((tmp_path / "runs" / "sweeps" / "tiny-claim" / "sweep-tiny-claim.json").read_text())

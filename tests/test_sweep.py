@@ -135,7 +135,7 @@ def test_finished_runs_are_reused_and_a_changed_config_is_a_new_run_beside_the_o
     assert json.loads((Path(new["dir"]) / "config.json").read_text())["config"]["lr"] == 0.01
     assert (run / "metrics.jsonl").read_text() == metrics  # the old run is untouched
     assert any("config changed" in line for line in lines)
-    recorded = json.loads((tmp_path / "sweep.json").read_text())
+    recorded = json.loads((tmp_path / "sweep-sweep.json").read_text())
     assert recorded["runs"][0]["dir"] == new["dir"] and recorded["runs"][0]["status"] == "finished"
 
 
@@ -232,3 +232,40 @@ def test_jobs_times_threads_may_not_exceed_the_cores(tmp_path):
         run_sweep(sweep, jobs=cores, threads=2, log=_quiet([]))
     with pytest.raises(ConfigError, match="--executor must be one of local, ray"):
         run_sweep(sweep, executor="slurm", log=_quiet([]))
+
+
+def _hold(path: Path) -> subprocess.Popen:
+    """Another process that holds ``path``'s run lock for 30 s (it says 'held' once it has it)."""
+    code = (
+        "import sys, time\nfrom adaptive_teacher.run_dir import exclusive\n"
+        "with exclusive(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(30)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_two_processes_never_train_in_the_same_directory(tmp_path):
+    from adaptive_teacher.run_dir import exclusive
+
+    run = tmp_path / "run"
+    holder = _hold(run)
+    try:
+        with pytest.raises(ConfigError, match=rf"being trained by another process \(pid {holder.pid}\)"):
+            with exclusive(run):
+                pass
+        sweep = expand_sweep(_spec(methods=["tb"], seeds=[0]), out=tmp_path / "s")
+        busy = sweep.runs[0].out
+        other = _hold(busy)
+        try:
+            with pytest.raises(RunsFailed, match="being trained by another process"):
+                run_sweep(sweep, threads=1, log=_quiet([]))
+        finally:
+            other.kill()
+            other.wait()
+        assert not (busy / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(run):  # released when its holder died
+        pass

@@ -233,6 +233,7 @@ def _default_out(task: dict[str, Any], method: str, seed: int) -> str:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from adaptive_teacher.run_dir import exclusive
     from adaptive_teacher.trainer import Trainer
 
     threads = args.threads if args.threads is not None else 1
@@ -254,13 +255,15 @@ def _train(args: argparse.Namespace) -> int:
                 "ignored: drop them (only --reward-calls, --iterations, --threads, --device, --log and "
                 "--no-progress apply), or start a new run"
             )
-        trainer = Trainer.resume(
-            args.resume, reward_calls=args.reward_calls, iterations=args.iterations, device=args.device
-        )
-        trainer.cfg.progress = not args.no_progress
-        trainer.cfg.threads = threads
-        if args.log is not None:
-            trainer.cfg.log = args.log
+        with exclusive(args.resume, create=False):  # a second process training in the same directory is refused
+            trainer = Trainer.resume(
+                args.resume, reward_calls=args.reward_calls, iterations=args.iterations, device=args.device
+            )
+            trainer.cfg.progress = not args.no_progress
+            trainer.cfg.threads = threads
+            if args.log is not None:
+                trainer.cfg.log = args.log
+            summary = trainer.train()
     else:
         env = make_task(_task(args))
         task = task_spec(env)
@@ -268,8 +271,10 @@ def _train(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else 0
         opts = {**_budget(args, env), **_options(args), "threads": threads}
         cfg = resolve_config(method, task_family(env), task, seed=seed, progress=not args.no_progress, **opts)
-        trainer = Trainer(env, cfg, args.out or _default_out(task, method, seed), overwrite=args.overwrite)
-    summary = trainer.train()
+        out = args.out or _default_out(task, method, seed)
+        with exclusive(out):
+            trainer = Trainer(env, cfg, out, overwrite=args.overwrite)
+            summary = trainer.train()
     print(json.dumps(summary, indent=2))
     print(f"Run written to {trainer.out_dir}", file=sys.stderr)
     return 0

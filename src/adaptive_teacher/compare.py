@@ -38,6 +38,7 @@ from adaptive_teacher.run_dir import (
     CONFIG,
     PREVIOUS_CHECKPOINT,
     config_differences,
+    exclusive,
     fingerprint,
     is_run_dir,
     prepare_out_dir,
@@ -168,15 +169,16 @@ def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, thre
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)  # also while the task and the trainer are built
     try:
-        if action == "resume":
-            trainer = Trainer.resume(out, device=cfg.device)
-            trainer.cfg.progress = False  # none is fingerprinted: the run stays the same run
-            trainer.cfg.threads = threads
-            trainer.cfg.log = cfg.log  # the trackers this command asks for
-            return trainer.train()
-        if action == "restart":  # the config matches but the run died before its first checkpoint
-            prepare_out_dir(out, overwrite=True)
-        return Trainer(make_task(task), cfg, out).train()
+        with exclusive(out):
+            if action == "resume":
+                trainer = Trainer.resume(out, device=cfg.device)
+                trainer.cfg.progress = False  # none is fingerprinted: the run stays the same run
+                trainer.cfg.threads = threads
+                trainer.cfg.log = cfg.log  # the trackers this command asks for
+                return trainer.train()
+            if action == "restart":  # the config matches but the run died before its first checkpoint
+                prepare_out_dir(out, overwrite=True)
+            return Trainer(make_task(task), cfg, out).train()
     finally:
         torch.set_num_threads(threads_before)
 

@@ -53,6 +53,7 @@ class Comparison:
     than: str
     ours: tuple[float, float | None, int] | None  # mean, std, seeds of ``better``
     theirs: tuple[float, float | None, int] | None
+    within: float | None = None  # a "close" rule: |ours − theirs| ≤ within·|theirs| instead of "better"
 
     @property
     def run(self) -> bool:
@@ -60,7 +61,18 @@ class Comparison:
 
     def holds(self, lower_is_better: bool) -> bool:
         assert self.ours is not None and self.theirs is not None
+        if self.within is not None:
+            return abs(self.ours[0] - self.theirs[0]) <= self.within * abs(self.theirs[0])
         return self.ours[0] < self.theirs[0] if lower_is_better else self.ours[0] > self.theirs[0]
+
+    def relation(self, lower_is_better: bool) -> str:
+        if self.within is not None:
+            return (
+                f"≈ (within {self.within:.0%})" if self.holds(lower_is_better) else f"≉ (not within {self.within:.0%})"
+            )
+        if self.holds(lower_is_better):
+            return "<" if lower_is_better else ">"
+        return "≥" if lower_is_better else "≤"
 
     def within_spread(self) -> bool:
         """The two means are closer than the larger of their std (a difference the seeds do not settle)."""
@@ -105,14 +117,23 @@ def compare_claims(sweep: Sweep, groups: dict[str, dict[str, Group]]) -> list[Co
     metric = spec.get("metric", "modes_found")
     out = []
     for rule in spec.get("expect", []):
-        better, than = rule["better"], rule["than"]
+        if "close_to" in rule:  # {close_to = "teacher", settings = [...], within = 0.25}
+            reference, others, within = rule["close_to"], rule["settings"], float(rule.get("within", 0.25))
+        else:  # {better = "teacher", than = [...]}
+            reference, others, within = rule["better"], rule["than"], None
         for settings in groups.values():
-            if better not in settings:
+            if reference not in settings:
                 continue
-            ours = _stats(settings[better], metric)
-            for other in [than] if isinstance(than, str) else than:
-                if other in settings:
-                    out.append(Comparison(settings[better].task, better, other, ours, _stats(settings[other], metric)))
+            ref = _stats(settings[reference], metric)
+            for other in [others] if isinstance(others, str) else others:
+                if other not in settings:
+                    continue
+                theirs = _stats(settings[other], metric)
+                task = settings[reference].task
+                if within is None:
+                    out.append(Comparison(task, reference, other, ref, theirs))
+                else:
+                    out.append(Comparison(task, other, reference, theirs, ref, within))
     return out
 
 
@@ -130,7 +151,7 @@ def verdict(comparisons: list[Comparison], lower_is_better: bool) -> tuple[str, 
     lines = []
     for c in done:
         assert c.ours is not None and c.theirs is not None
-        sign = ("<" if lower_is_better else ">") if c.holds(lower_is_better) else ("≥" if lower_is_better else "≤")
+        sign = c.relation(lower_is_better)
         spread = " (within the seed spread)" if c.within_spread() else ""
         seeds = "" if min(c.ours[2], c.theirs[2]) >= 3 else f" [{c.ours[2]} vs {c.theirs[2]} seeds]"
         lines.append(

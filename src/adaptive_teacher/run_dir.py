@@ -110,6 +110,48 @@ def prepare_out_dir(path: str | Path, overwrite: bool = False) -> Path:
     return p
 
 
+LOCK = ".lock"  # held (flock) by the process that trains in the directory; released when it exits or dies
+
+
+@contextlib.contextmanager
+def exclusive(run: str | Path, create: bool = True) -> Iterator[None]:
+    """Hold the run directory's lock for the block: a second process that would train in the same directory
+    (two sweeps sharing a folder, a resume while the run still trains) gets a ConfigError instead of writing
+    over it. The lock is the kernel's (flock): it never outlives a killed process. A directory that cannot
+    hold the lock (missing with ``create=False``, not a directory, not writable) is left to the caller's own
+    checks, which name the problem."""
+    import fcntl
+
+    p = Path(run)
+    try:
+        if create:
+            p.mkdir(parents=True, exist_ok=True)
+        f = open(p / LOCK, "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise ConfigError(
+                f"{p} is being trained by another process (pid {holder}); wait for it to finish or stop it, then "
+                "run the command again"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (a temporary file, then a rename)."""
     tmp = path.with_name(path.name + ".tmp")

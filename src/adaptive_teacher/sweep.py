@@ -70,7 +70,9 @@ SPEC_KEYS = ("name", "out", "description", "options", "product", "runs", "reprod
 PRODUCT_KEYS = ("tasks", "methods", "seeds", "options", "axes", "label")
 RUNS_KEYS = ("task", "method", "seed", "seeds", "options", "label")
 EXECUTORS = ("local", "ray")
-SWEEP_FILE = "sweep.json"  # what the last invocation planned and how each run ended
+# What the last invocation of a sweep planned and how each run ended: sweep-<name>.json in its root (specs
+# may share a root, e.g. the ablations reuse grid-d4h16's runs).
+SWEEP_FILE = "sweep-{name}.json"
 
 
 def available_cores() -> int:
@@ -568,7 +570,7 @@ def _record(run: _Run) -> dict[str, Any]:
 
 def _write_sweep_file(sweep: Sweep, records: list[dict[str, Any]], executor: str, threads: int) -> None:
     write_json(
-        sweep.out / SWEEP_FILE,
+        sweep.out / SWEEP_FILE.format(name=_safe(sweep.name)),
         {
             "name": sweep.name,
             "spec": None if sweep.source is None else str(sweep.source),
