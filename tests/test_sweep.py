@@ -211,7 +211,7 @@ def test_a_killed_sweep_started_again_finishes_only_the_missing_runs(tmp_path):
 def test_local_and_ray_executors_give_identical_summaries(tmp_path):
     pytest.importorskip("ray")
     raw = _spec()
-    local = run_sweep(expand_sweep(raw, out=tmp_path / "local"), jobs=2, threads=1, log=_quiet([]))
+    local = run_sweep(expand_sweep(raw, out=tmp_path / "local"), jobs=1, threads=1, log=_quiet([]))
     lines = []
     ray = run_sweep(expand_sweep(raw, out=tmp_path / "ray"), threads=1, executor="ray", log=_quiet(lines))
     assert [r["status"] for r in ray] == ["finished"] * 4
@@ -269,3 +269,85 @@ def test_two_processes_never_train_in_the_same_directory(tmp_path):
         holder.wait()
     with exclusive(run):  # released when its holder died
         pass
+
+
+class _FakeRef:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+
+class _FakeRay:
+    """Records what a Ray executor asks for; runs each task in-process when its result is fetched."""
+
+    def __init__(self):
+        self.requests, self.initialised, self.init_args = [], False, {}
+
+    def is_initialized(self):
+        return self.initialised
+
+    def init(self, **kwargs):
+        self.initialised, self.init_args = True, kwargs
+
+    def shutdown(self):
+        self.initialised = False
+
+    def remote(self, fn):
+        fake = self
+
+        class Remote:
+            def options(self, **request):
+                fake.requests.append(request)
+                return self
+
+            def remote(self, *args):
+                return _FakeRef(fn, args)
+
+        return Remote()
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.fn(*ref.args)
+
+    def cancel(self, ref, force=False):
+        pass
+
+
+def test_a_ray_task_asks_for_its_threads_and_a_gpu_for_cuda_runs(tmp_path, monkeypatch):
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    trained = []
+    monkeypatch.setattr(
+        sweep_module, "_execute", lambda task, cfg, out, action, threads: trained.append((cfg.device, threads)) or {}
+    )
+    sweep = expand_sweep(_spec(methods=["tb"], seeds=[0, 1]), out=tmp_path)
+    sweep.runs[1].cfg.device = "cuda"  # as if --device cuda (no GPU needed: the fake Ray only records it)
+    run_sweep(sweep, threads=1, executor="ray", address="auto", log=_quiet([]))
+    assert fake.requests == [
+        {"num_cpus": 1, "num_gpus": 0, "max_retries": 0},
+        {"num_cpus": 1, "num_gpus": 1, "max_retries": 0},
+    ]
+    assert fake.init_args["address"] == "auto" and "num_cpus" not in fake.init_args  # a cluster sets its own
+    assert "ADAPTIVE_TEACHER_DATA" in fake.init_args["runtime_env"]["env_vars"]
+    assert trained == [("cpu", 1), ("cuda", 1)] and not fake.initialised  # shut down after the sweep
+
+
+def test_the_local_executor_never_imports_ray_and_log_reaches_every_run(tmp_path):
+    spec = tmp_path / "spec.toml"
+    _write_spec(spec, _spec(methods=["tb"], seeds=[0]))
+    code = (
+        "import sys\nfrom adaptive_teacher.cli import run\n"
+        f"run(['sweep', {str(spec)!r}, '--out', {str(tmp_path / 'out')!r}, '--threads', '1', '--no-report'])\n"
+        "print('ray' in sys.modules, 'wandb' in sys.modules, 'tensorboard' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False False"
+    bad = subprocess.run(
+        [sys.executable, "-m", "adaptive_teacher.cli", "sweep", str(spec), "--log", "mlflow", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "'mlflow' is not a tracker" in bad.stderr

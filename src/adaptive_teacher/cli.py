@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swp.add_argument("--address", default=None, help="ray: the cluster to join, e.g. 'auto' (default: a local Ray)")
     swp.add_argument("--dry-run", action="store_true", help="list what would run, reuse or resume; train nothing")
+    swp.add_argument("--log", default=None, help="mirror each run's metrics: tensorboard, wandb or tensorboard,wandb")
+    swp.add_argument("--no-report", action="store_true", help="do not write OUT/report at the end")
 
     from adaptive_teacher import report
 
@@ -320,12 +322,31 @@ def _sweep(args: argparse.Namespace) -> int:
     from adaptive_teacher.sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.spec, out=args.out)
-    records = run_sweep(
-        sweep, jobs=args.jobs, threads=args.threads, executor=args.executor, address=args.address, dry_run=args.dry_run
-    )
+    if args.log is not None:
+        for run in sweep.runs:
+            assert run.cfg is not None
+            run.cfg.log = args.log
+            validate(run.cfg)
+    try:
+        records = run_sweep(sweep, args.jobs, args.threads, args.executor, args.address, dry_run=args.dry_run)
+    finally:
+        if not args.dry_run and not args.no_report:
+            _sweep_report(sweep.out)
     if not args.dry_run:
         print(f"{sum(r['status'] == 'finished' for r in records)} of {len(records)} runs finished under {sweep.out}")
     return 0
+
+
+def _sweep_report(root) -> None:
+    """The report of the sweep's root (also after failures and Ctrl-C: of what finished); never fatal."""
+    from adaptive_teacher.report import write_report
+
+    try:
+        out = write_report(root, warn=lambda message: None)
+    except (AdaptiveTeacherError, OSError) as e:
+        print(f"adaptive-teacher: no report written: {e}", file=sys.stderr)
+    else:
+        print(f"Report: {out / 'report.md'}", file=sys.stderr)
 
 
 def run(argv: list[str] | None = None) -> int:
