@@ -139,14 +139,16 @@ def plot_curves(
     counts = [len(c) for c in data.values() if c]
     n = max(counts, default=0)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    many = len(data) > 10  # beyond the 10 default colours: tab20's (dark, light) pairs, one colour per line
     for i, (m, curves) in enumerate(data.items()):
         if not curves:
             continue
+        color = plt.get_cmap("tab20")(i % 20) if many else f"C{i % 10}"
         grid = np.linspace(min(c[0][0] for c in curves), max(c[0][-1] for c in curves), 200)
         ys = np.array([np.interp(grid, cx, cy) for cx, cy in curves])
         mean, lower, upper = mean_band(ys, low, high)
         label = m if len(curves) == n else f"{m} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
-        (line,) = ax.plot(grid, mean, color=f"C{i % 10}", label=label)
+        (line,) = ax.plot(grid, mean, color=color, label=label)
         if len(curves) > 1:
             ax.fill_between(grid, lower, upper, color=line.get_color(), alpha=0.2, lw=0)
     if reference is not None:
@@ -163,7 +165,7 @@ def plot_curves(
         handles.append(Patch(color="none"))
         labels.append("1 seed: no band")
     if handles:
-        longest = max(len(t) for t in labels)
+        longest = max(len(t) for t in labels[:-1] or labels)  # the band's note may take a row of its own
         ncol = min(1 if longest > 45 else 2 if longest > 28 else 3, len(handles))
         # Outside the layout: a long legend hangs below the figure instead of squeezing the axes onto the x label.
         legend = ax.legend(handles, labels, **_BELOW, ncol=ncol)
