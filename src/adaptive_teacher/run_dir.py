@@ -14,11 +14,13 @@ arbitrary pickled objects, so opening somebody else's run directory cannot execu
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import pickle
 import signal
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -54,6 +56,28 @@ CHECKPOINT_KEYS = ("student", "opt_student", "step", "reward_calls", "history", 
 
 
 BUDGET_FIELDS = ("reward_calls", "iterations")
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The library's version and, when it runs from a git checkout, the commit (``+dirty`` with uncommitted
+    changes to src/): recorded in config.json (not in the fingerprint) so a result can be traced to its code."""
+    from adaptive_teacher import __version__
+
+    src = Path(__file__).resolve().parent
+    commit = None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if head.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=5
+            )
+            commit = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"version": __version__, "commit": commit}
 
 
 def fingerprint(task: dict[str, Any], config: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:

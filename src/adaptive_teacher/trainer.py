@@ -637,7 +637,12 @@ class Trainer:
 
     def _write_config(self) -> None:
         assert self.out_dir is not None
-        config = {"task": task_spec(self.env), "config": self.cfg.to_dict(), "fingerprint": self.fingerprint}
+        config = {
+            "task": task_spec(self.env),
+            "config": self.cfg.to_dict(),
+            "fingerprint": self.fingerprint,
+            "written_by": run_dir.code_version(),
+        }
         run_dir.write_json(self.out_dir / run_dir.CONFIG, config)
 
     def _plot(self) -> None:
