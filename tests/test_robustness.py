@@ -408,6 +408,7 @@ def test_every_command_line_option_has_help_and_a_default():
             if action.dest == "help":
                 continue
             assert action.help, (name, action.option_strings)
-            takes_value = action.nargs != 0 and action.__class__.__name__ != "_StoreTrueAction"
+            positional = not action.option_strings  # required: it has no default to state
+            takes_value = action.nargs != 0 and action.__class__.__name__ != "_StoreTrueAction" and not positional
             if takes_value and action.__class__.__name__ != "BooleanOptionalAction":
                 assert "default" in action.help, (name, action.option_strings, action.help)

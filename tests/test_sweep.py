@@ -94,7 +94,7 @@ def test_runs_without_a_budget_get_the_papers_budget_of_their_task(tmp_path):
                     {"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"lr": 0.01}},
                 ]
             },
-            "would share",
+            "has two configurations",
         ),
     ],
 )
@@ -351,3 +351,46 @@ def test_the_local_executor_never_imports_ray_and_log_reaches_every_run(tmp_path
         timeout=300,
     )
     assert bad.returncode == 2 and "'mlflow' is not a tracker" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        ({"tasks": [], "methods": ["tb"], "seeds": [0]}, "tasks: expected a non-empty list"),
+        ({"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"threads": 2}}, "threads is set by the sweep command"),
+        (
+            {"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"C": 1.0}, "axes": {"C": [2.0]}},
+            "both an axis",
+        ),
+    ],
+)
+def test_more_spec_mistakes_are_named(tmp_path, block, expected):
+    with pytest.raises(ConfigError) as e:
+        expand_sweep({"product": [block]}, out=tmp_path)
+    assert expected in str(e.value)
+
+
+def test_one_setting_is_one_configuration_and_integers_are_floats_where_the_field_is(tmp_path):
+    two_configs = {
+        "product": [
+            {"tasks": [GRID], "methods": ["teacher"], "seeds": [0]},
+            {"tasks": [GRID], "methods": ["teacher"], "seeds": [1], "options": {"C": 1.0}},
+        ]
+    }
+    with pytest.raises(ConfigError, match="the setting teacher of deceptive-grid-dim2-height8 has two configurations"):
+        expand_sweep(two_configs, out=tmp_path)
+    (a,) = expand_sweep({"product": [{"tasks": [GRID], "methods": ["teacher"], "seeds": [0], "axes": {"C": [1]}}]}).runs
+    (b,) = expand_sweep(
+        {"product": [{"tasks": [GRID], "methods": ["teacher"], "seeds": [0], "axes": {"C": [1.0]}}]}
+    ).runs
+    assert a.out == b.out and a.cfg.C == b.cfg.C == 1.0 and isinstance(a.cfg.C, float)
+
+
+def test_a_run_finished_by_another_sweep_after_planning_is_reused_not_retrained(tmp_path):
+    from adaptive_teacher.compare import _execute
+
+    (run,) = expand_sweep(_spec(methods=["tb"], seeds=[0]), out=tmp_path).runs
+    first = _execute(run.task, run.cfg, str(run.out), "start", 1)
+    summary = (run.out / "summary.json").read_text()
+    again = _execute(run.task, run.cfg, str(run.out), "restart", 1)  # a stale plan: it must not wipe the run
+    assert again == first and (run.out / "summary.json").read_text() == summary

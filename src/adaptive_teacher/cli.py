@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swp.add_argument("spec", metavar="SPEC.toml", help="the sweep spec (format: the sweep module's docstring; sweeps/)")
     swp.add_argument("--out", default=None, help="root of the sweep's runs (default: the spec's 'out')")
-    swp.add_argument("--jobs", type=int, default=1, help="local executor: runs in parallel, one process each")
+    swp.add_argument(
+        "--jobs", type=int, default=1, help="local executor: runs in parallel, one process each (default: 1)"
+    )
     swp.add_argument(
         "--threads",
         type=int,
@@ -183,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swp.add_argument("--address", default=None, help="ray: the cluster to join, e.g. 'auto' (default: a local Ray)")
     swp.add_argument("--dry-run", action="store_true", help="list what would run, reuse or resume; train nothing")
-    swp.add_argument("--log", default=None, help="mirror each run's metrics: tensorboard, wandb or tensorboard,wandb")
+    swp.add_argument(
+        "--log",
+        default=None,
+        help="mirror each run's metrics: tensorboard, wandb or tensorboard,wandb (default: the spec's)",
+    )
     swp.add_argument("--no-report", action="store_true", help="do not write OUT/report at the end")
 
     from adaptive_teacher import report
@@ -321,7 +327,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from adaptive_teacher.sweep import load_sweep, run_sweep
 
-    sweep = load_sweep(args.spec, out=args.out)
+    sweep = load_sweep(args.spec, out=args.out, check_device=args.executor != "ray")
     if args.log is not None:
         for run in sweep.runs:
             assert run.cfg is not None

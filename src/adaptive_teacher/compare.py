@@ -170,6 +170,11 @@ def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, thre
     torch.set_num_threads(threads)  # also while the task and the trainer are built
     try:
         with exclusive(out):
+            # Planned before the lock: another process (a sweep sharing the folder) may have run it since.
+            action, summary = plan_run(task, cfg, out)
+            if action == "reuse":
+                assert summary is not None
+                return summary
             if action == "resume":
                 trainer = Trainer.resume(out, device=cfg.device)
                 trainer.cfg.progress = False  # none is fingerprinted: the run stays the same run

@@ -116,11 +116,22 @@ def compare_claims(sweep: Sweep, groups: dict[str, dict[str, Group]]) -> list[Co
     spec = sweep.reproduction
     metric = spec.get("metric", "modes_found")
     out = []
+    known = {name for settings in groups.values() for name in settings}
     for rule in spec.get("expect", []):
-        if "close_to" in rule:  # {close_to = "teacher", settings = [...], within = 0.25}
+        if isinstance(rule, dict) and "close_to" in rule and "settings" in rule:  # {close_to, settings, within}
             reference, others, within = rule["close_to"], rule["settings"], float(rule.get("within", 0.25))
-        else:  # {better = "teacher", than = [...]}
+        elif isinstance(rule, dict) and "better" in rule and "than" in rule:  # {better = "teacher", than = [...]}
             reference, others, within = rule["better"], rule["than"], None
+        else:
+            raise ConfigError(
+                f"{sweep.source}: [reproduction] expect: {rule!r} is not {{better, than}} or {{close_to, settings}}"
+            )
+        unknown = sorted({reference, *([others] if isinstance(others, str) else others)} - known)
+        if unknown:  # a typo would silently drop a comparison and could turn a verdict into "reproduced"
+            raise ConfigError(
+                f"{sweep.source}: [reproduction] expect names {', '.join(unknown)}, which the spec does not run "
+                f"(its settings: {', '.join(sorted(known))})"
+            )
         for settings in groups.values():
             if reference not in settings:
                 continue

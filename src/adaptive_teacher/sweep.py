@@ -43,7 +43,7 @@ import time
 import tomllib
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,25 @@ def _options(table: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: unknown option {k!r}; the options are the fields of TrainConfig")
         if k in ("method", "seed"):
             raise ConfigError(f"{where}: give {k} with 'methods'/'seeds' (or 'method'/'seed' of a [[runs]] entry)")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+        if k in ("threads", "progress"):
+            raise ConfigError(
+                f"{where}: {k} is set by the sweep command ({'--threads' if k == 'threads' else 'a bar'})"
+            )
+    return {k: _typed(k, v) for k, v in table.items()}
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A TOML value as the field's type: lists become tuples, and an integer given for a float field a float
+    (so ``C = 1`` and ``C = 1.0`` are the same run and the same folder)."""
+    from typing import get_type_hints
+
+    if isinstance(value, list):
+        return tuple(_typed(name, v) for v in value)
+    hint = get_type_hints(TrainConfig).get(name)
+    floats = hint is float or float in getattr(hint, "__args__", ())
+    if floats and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _list(value: Any, kind: type, where: str) -> list[Any]:
@@ -163,8 +181,9 @@ def _list(value: Any, kind: type, where: str) -> list[Any]:
     return items
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
-    """Read and expand a sweep spec (every run's config is resolved and validated before anything runs)."""
+def load_sweep(path: str | Path, out: str | Path | None = None, check_device: bool = True) -> Sweep:
+    """Read and expand a sweep spec (every run's config is resolved and validated before anything runs;
+    ``check_device=False`` leaves the device to the machine that runs it, as for Ray)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -172,11 +191,15 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         raise ConfigError(f"sweep spec {path}: not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"sweep spec {path}: not valid TOML ({e})") from None
-    return expand_sweep(raw, name=path.stem, out=out, source=path)
+    return expand_sweep(raw, name=path.stem, out=out, source=path, check_device=check_device)
 
 
 def expand_sweep(
-    raw: dict[str, Any], name: str = "sweep", out: str | Path | None = None, source: Path | None = None
+    raw: dict[str, Any],
+    name: str = "sweep",
+    out: str | Path | None = None,
+    source: Path | None = None,
+    check_device: bool = True,
 ) -> Sweep:
     """The runs of a parsed spec (see the module docstring), each with its resolved config and directory."""
     where = str(source) if source is not None else "sweep spec"
@@ -196,6 +219,8 @@ def expand_sweep(
             if key not in block:
                 raise ConfigError(f"{at}: '{key}' is missing")
         tasks = block["tasks"] if isinstance(block["tasks"], list) else [block["tasks"]]
+        if not tasks:
+            raise ConfigError(f"{at} tasks: expected a non-empty list of task tables")
         methods = _list(block["methods"], str, f"{at} methods")
         seeds = _list(block["seeds"], int, f"{at} seeds")
         fixed = _options(block.get("options"), f"{at} options")
@@ -204,10 +229,12 @@ def expand_sweep(
         for k, vs in axes.items():
             if not isinstance(vs, list) or not vs:
                 raise ConfigError(f"{at} axes.{k}: expected a non-empty list of values, got {vs!r}")
-        axis_values = [[(k, v) for v in vs] for k, vs in axes.items()]
+            if k in fixed:
+                raise ConfigError(f"{at}: {k} is both an axis and a fixed option; keep one")
+        axis_values = [[(k, _typed(k, v)) for v in vs] for k, vs in axes.items()]
         label = str(block.get("label", ""))
         for task, combo in itertools.product(tasks, itertools.product(*axis_values) if axis_values else [()]):
-            setting_opts = {**fixed, **_options(dict(combo), f"{at} axes")}
+            setting_opts = {**fixed, **dict(combo)}
             suffix = [label] if label else []
             suffix += [f"{k}{_value_text(v)}" for k, v in combo]
             for s in seeds:  # seed-major: a sweep stopped early has every method at its first seeds
@@ -220,6 +247,8 @@ def expand_sweep(
             raise ConfigError(f"{at}: 'task' and 'method' are required")
         if ("seed" in entry) == ("seeds" in entry):
             raise ConfigError(f"{at}: give 'seed' or 'seeds' (one of them)")
+        if "seed" in entry and not isinstance(entry["seed"], int):
+            raise ConfigError(f"{at} seed: expected an integer (use 'seeds' for a list), got {entry['seed']!r}")
         seeds = _list(entry.get("seeds", entry.get("seed")), int, f"{at} seeds")
         opts = {**common, **_options(entry.get("options"), f"{at} options")}
         setting = "-".join([str(entry["method"]), *([str(entry["label"])] if entry.get("label") else [])])
@@ -230,19 +259,30 @@ def expand_sweep(
     return Sweep(
         name=name,
         out=root,
-        runs=_resolve(entries, root, where),
+        runs=_resolve(entries, root, where, check_device),
         description=str(raw.get("description", "")),
-        reproduction=dict(raw.get("reproduction", {})),
+        reproduction=_reproduction(raw.get("reproduction", {}), where),
         source=source,
     )
 
 
-def _resolve(entries: list[tuple[dict, str, int, dict, str]], root: Path, where: str) -> list[SweepRun]:
+def _reproduction(table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} [reproduction]: expected a table (claim, source, metric, paper, expect, ...)")
+    if not isinstance(table.get("expect", []), list) or not isinstance(table.get("paper", {}), dict):
+        raise ConfigError(f"{where} [reproduction]: 'expect' is a list of comparisons and 'paper' a table")
+    return dict(table)
+
+
+def _resolve(
+    entries: list[tuple[dict, str, int, dict, str]], root: Path, where: str, check_device: bool = True
+) -> list[SweepRun]:
     """Canonical task specs, budgets, configs and folders; duplicates collapse, clashing folders are an error."""
     from adaptive_teacher.tasks import default_budget, make_task, task_spec
 
     canonical: dict[str, tuple[dict[str, Any], dict[str, int]]] = {}
     runs: dict[Path, SweepRun] = {}
+    settings: dict[tuple[str, str], str] = {}  # (task, setting) -> its config's fingerprint without the seed
     by_fingerprint: set[str] = set()  # the same config under two names runs once, in the first folder
     for task, method, seed, options, setting in entries:
         if not isinstance(task, dict) or "name" not in task:
@@ -261,20 +301,20 @@ def _resolve(entries: list[tuple[dict, str, int, dict, str]], root: Path, where:
         reward_calls = opts.pop("reward_calls", None)
         try:
             cfg = run_config(spec, method, seed, reward_calls, 1, opts)
-            validate(cfg)
+            # The device is checked where the run executes (a Ray worker may have the GPU the driver lacks).
+            validate(cfg if check_device else replace(cfg, device="cpu"))
         except ConfigError as e:
             raise ConfigError(f"{where}: {task_slug(spec)} {setting} seed {seed}: {e}") from None
+        unseeded = fingerprint(spec, {**cfg.to_dict(), "seed": None})
+        if settings.setdefault((task_slug(spec), setting), unseeded) != unseeded:
+            raise ConfigError(
+                f"{where}: the setting {setting} of {task_slug(spec)} has two configurations (different options for "
+                "different seeds); give one of the blocks a 'label' so that each setting is one configuration"
+            )
         fp = fingerprint(spec, cfg.to_dict())
         out = root / task_slug(spec) / _safe(setting) / f"seed{seed}"
         run = SweepRun(spec, method, seed, {**opts, "reward_calls": reward_calls}, _safe(setting), out, cfg)
-        if out in runs:
-            other = runs[out]
-            assert other.cfg is not None
-            if fingerprint(spec, other.cfg.to_dict()) != fp:
-                raise ConfigError(
-                    f"{where}: two different runs would share {out} ({method}, seed {seed}); give one of their "
-                    "blocks a 'label' or an axis"
-                )
+        if out in runs:  # the same run listed twice (one setting is one configuration, checked above)
             continue
         if fp in by_fingerprint:
             continue
@@ -293,6 +333,8 @@ def locate(run: SweepRun) -> tuple[Path, str, dict[str, Any] | None, str]:
         action, summary = plan_run(run.task, run.cfg, run.out)
         return run.out, action, summary, ""
     except ConfigError as e:
+        if "different configuration" not in str(e):
+            raise
         fp = fingerprint(run.task, run.cfg.to_dict())
         changed = re.search(r"different configuration \((.*)\); use another", str(e))
         alt = run.out.with_name(f"{run.out.name}-{fp[:8]}")
@@ -322,9 +364,10 @@ class _Progress:
         else:
             print(text, file=sys.stderr, flush=True)
 
-    def advance(self, text: str) -> None:
+    def advance(self, text: str, trained: bool = True) -> None:
+        """One run ended (``trained``: it trained to its end here, so it counts for the ETA's throughput)."""
         self.done += 1
-        self.finished_here += 1
+        self.finished_here += trained
         if self.bar is not None:
             self.bar.update(1)
             self.line(text)
@@ -395,6 +438,22 @@ def _import_ray():
     return ray
 
 
+def _check_ray_resources(ray: Any, threads: int, gpu: bool) -> None:
+    """A task that no node of the cluster can hold would wait forever: refuse it with the numbers."""
+    with contextlib.suppress(AttributeError, TypeError):
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+        if not nodes:
+            return
+        cpus = max(float(n.get("CPU", 0)) for n in nodes)
+        if threads > cpus:
+            raise ConfigError(
+                f"--threads {threads}: every run asks Ray for {threads} CPUs, but the largest node has {cpus:g}; "
+                "lower --threads"
+            )
+        if gpu and not any(float(n.get("GPU", 0)) >= 1 for n in nodes):
+            raise ConfigError("runs with device cuda ask Ray for a GPU, but no node of the cluster has one")
+
+
 def _run_ray(
     todo: list[_Run], total: int, threads: int, address: str | None, progress: _Progress, finish: Finish
 ) -> None:
@@ -402,6 +461,7 @@ def _run_ray(
     from adaptive_teacher.biochem import DATA_ENV_VAR, default_data_dir
 
     env_vars = {DATA_ENV_VAR: str(Path(default_data_dir()).resolve())}
+    env_vars.update({k: v for k, v in os.environ.items() if k.startswith("WANDB_")})  # the trackers as here
     started_here = not ray.is_initialized()
     if started_here:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -410,13 +470,15 @@ def _run_ray(
         else:
             kwargs["num_cpus"] = available_cores()
         ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
+    per_task: dict[Any, Any] = {} if started_here else {"runtime_env": {"env_vars": env_vars}}
     remote = ray.remote(ray_train)
     pending: dict[Any, _Run] = {}
     try:
+        _check_ray_resources(ray, threads, any(str(r.cfg.device).startswith("cuda") for r in todo if r.cfg))
         for run in todo:
             assert run.cfg is not None
             gpus = 1 if str(run.cfg.device).startswith("cuda") else 0
-            ref = remote.options(num_cpus=threads, num_gpus=gpus, max_retries=0).remote(
+            ref = remote.options(num_cpus=threads, num_gpus=gpus, max_retries=0, **per_task).remote(
                 run.task, run.cfg, str(run.out.resolve()), run.action, threads
             )
             pending[ref] = run
@@ -443,9 +505,7 @@ def _run_ray(
                 for ref in ready:
                     run = pending.pop(ref)
                     with contextlib.suppress(Exception):
-                        message = ray.get(ref)
-                        if message[0] == "ok":
-                            finish(run, message)
+                        finish(run, ray.get(ref))  # finished, or interrupted with its checkpoint kept
             for ref in pending:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
@@ -474,7 +534,8 @@ def run_sweep(
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1 (got {jobs})")
     cores = available_cores()
-    threads = threads if threads is not None else max(1, cores // jobs)  # the same default on either executor
+    if threads is None:  # local: share the cores; Ray: one CPU per task (nodes may be smaller than this one)
+        threads = max(1, cores // jobs) if executor == "local" else 1
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1 (got {threads})")
     if executor == "local" and jobs * threads > cores:
@@ -525,10 +586,10 @@ def run_sweep(
             progress.advance(f"{run.name}: finished in {_seconds(value)}" + (f" ({metrics})" if metrics else ""))
         elif kind == "interrupted":
             run.error = f"interrupted; its checkpoint is kept in {run.out}; run the same sweep command to continue"
-            progress.advance(f"{run.name}: {run.error}")
+            progress.advance(f"{run.name}: {run.error}", trained=False)
         else:
             run.error = value
-            progress.advance(f"{run.name}: FAILED: {value}")
+            progress.advance(f"{run.name}: FAILED: {value}", trained=False)
 
     sweep.out.mkdir(parents=True, exist_ok=True)
     try:
