@@ -233,13 +233,12 @@ def expand_sweep(
                 raise ConfigError(f"{at}: {k} is both an axis and a fixed option; keep one")
         axis_values = [[(k, _typed(k, v)) for v in vs] for k, vs in axes.items()]
         label = str(block.get("label", ""))
-        for task, combo in itertools.product(tasks, itertools.product(*axis_values) if axis_values else [()]):
-            setting_opts = {**fixed, **dict(combo)}
-            suffix = [label] if label else []
-            suffix += [f"{k}{_value_text(v)}" for k, v in combo]
-            for s in seeds:  # seed-major: a sweep stopped early has every method at its first seeds
+        combos = list(itertools.product(*axis_values)) if axis_values else [()]
+        for s in seeds:  # seed-major: a sweep stopped early has every setting at its first seeds
+            for task, combo in itertools.product(tasks, combos):
+                suffix = ([label] if label else []) + [f"{k}{_value_text(v)}" for k, v in combo]
                 for m in methods:
-                    entries.append((task, m, s, {**common, **setting_opts}, "-".join([m, *suffix])))
+                    entries.append((task, m, s, {**common, **fixed, **dict(combo)}, "-".join([m, *suffix])))
     for i, entry in enumerate(explicit):
         at = f"{where} [[runs]] #{i + 1}"
         _check_keys(entry, RUNS_KEYS, at)
