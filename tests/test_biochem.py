@@ -294,6 +294,52 @@ def test_substructure_guide_probabilities_by_hand():
         assert float(log_p[0]) == pytest.approx(paths[path], abs=1e-12)
 
 
+def test_the_guide_scores_given_trajectories_with_the_probabilities_it_samples_them_with():
+    """log_prob (Shen et al.'s offline style guide_scores_back_policy_traj) is the sampler's own log-probability,
+    by hand on a P_B trajectory, and on every trajectory the guide draws."""
+    from adaptive_teacher.sources.guide import SubstructureGuide
+
+    env = _ab_env()
+    guide = SubstructureGuide(env, temperature=2.0)
+    guide.observe(env.from_strings(["aab", "bbb", "aba"]), torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64).log())
+    torch.manual_seed(0)
+    x = env.from_strings(["abb", "aab", "bab", "aaa"])
+    log_r = torch.tensor([0.0, 0.0, 1.0, -1.0], dtype=torch.float64)
+    for _ in range(30):
+        traj, log_p = guide.trajectories(x, log_r)
+        assert torch.allclose(guide.log_prob(traj), log_p, atol=1e-12)
+    back = env.backward_rollout(env.from_strings(["abb"] * 64))
+    back.log_reward = torch.zeros(64, dtype=torch.float64)
+    scored = guide.log_prob(back)
+    w = lambda v: v**2.0  # noqa: E731 - the temperature 2 applied to the scores
+    by_path = {
+        ("", "a", "ab", "abb"): math.log(w(1.5) / (w(1.5) + w(2.0))),
+        ("", "b", "ab", "abb"): math.log(w(2.0) / (w(1.5) + w(2.0))) + math.log(w(1.5) / (w(1.5) + w(3.0))),
+        ("", "b", "bb", "abb"): math.log(w(2.0) / (w(1.5) + w(2.0))) + math.log(w(3.0) / (w(1.5) + w(3.0))),
+    }
+    paths = [tuple(env.to_strings(back.states[i, :4])) for i in range(64)]
+    assert len(set(paths)) > 1
+    for path, value in zip(paths, scored.tolist(), strict=True):
+        assert value == pytest.approx(by_path[path], abs=1e-12)
+
+
+def test_guided_tb_on_tfbind8_scores_the_learned_backward_policys_trajectories():
+    env = tfbind8()
+    cfg = resolve_config("gtb", "strings", env.task_spec(), reward_calls=10**6, n_evals=1)
+    assert cfg.guide_offline == "score_back" and cfg.learn_pb  # settings.yaml: TFBind8 and RNA
+    trainer = Trainer(env, cfg)
+    for _ in range(3):
+        trainer.train_one_step()
+    from adaptive_teacher.sources.schedule import ScheduledStep
+
+    torch.manual_seed(1)
+    batch = trainer.next_batch(ScheduledStep("replay"))
+    assert batch.log_guide is not None and torch.allclose(batch.log_guide, trainer.guide.log_prob(batch.traj))
+    assert bool((batch.log_guide <= 0).all())
+    qm9 = resolve_config("gtb", "strings", make_string_task("qm9").task_spec())
+    assert qm9.guide_offline == "resample"
+
+
 def test_learned_ssr_backward_policy_scores_unique_parents():
     env = tfbind8()
     torch.manual_seed(0)

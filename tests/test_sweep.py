@@ -357,7 +357,7 @@ def test_the_local_executor_never_imports_ray_and_log_reaches_every_run(tmp_path
     "block, expected",
     [
         ({"tasks": [], "methods": ["tb"], "seeds": [0]}, "tasks: expected a non-empty list"),
-        ({"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"threads": 2}}, "threads is set by the sweep command"),
+        ({"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"threads": 2}}, "set by the sweep command"),
         (
             {"tasks": [GRID], "methods": ["tb"], "seeds": [0], "options": {"C": 1.0}, "axes": {"C": [2.0]}},
             "both an axis",

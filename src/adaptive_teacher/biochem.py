@@ -152,13 +152,14 @@ class TaskInfo:
     molecule: bool = False  # a chain of molecular building blocks (diversity by Tanimoto, molecule pictures)
     guide_mix: float = 0.5  # guided TB: target_mix_backpolicy_weight of settings.yaml
     guide_temperature: float = 1.0  # guided TB: guide_sampling_temperature of settings.yaml
+    guide_offline: str = "resample"  # guided TB: offline_style of settings.yaml (guide_resamples_traj)
     true_samples: tuple[tuple[float, str], ...] = ()  # (β, file) of shipped exact target samples
 
 
 def _rna(t: int, n_modes: int) -> TaskInfo:
     return TaskInfo(
         f"rna{t}", "rna", "UCGA", "UCGA", f"rna/L14_RNA{t}_modes.txt", 14, n_modes, 10.0, 40.0, (40.0, 8.0),
-        1e-12, 0.0, 128, 0.01, 2000, 50, 7, guide_mix=0.25, guide_temperature=3.0,
+        1e-12, 0.0, 128, 0.01, 2000, 50, 7, guide_mix=0.25, guide_temperature=3.0, guide_offline="score_back",
         true_samples=((40.0, "rna/L14_RNA1_true_samples_beta40.txt"),) if t == 1 else (),
     )  # fmt: skip
 
@@ -175,7 +176,7 @@ TASKS: dict[str, TaskInfo] = {
     ),
     "tfbind8": TaskInfo(
         "tfbind8", "tfbind8", "ACGT", "0123", "tfbind8/modes.txt", 8, 328, 10.0, 20.0, (20.0, 3.0),
-        0.0, 1e-20, 128, 0.01, 2000, 50, 3, guide_mix=0.25, guide_temperature=3.0,
+        0.0, 1e-20, 128, 0.01, 2000, 50, 3, guide_mix=0.25, guide_temperature=3.0, guide_offline="score_back",
     ),
     "rna1": _rna(1, 8967),
     "rna2": _rna(2, 8402),
@@ -202,6 +203,7 @@ def task_config_defaults(name: str | None) -> dict[str, Any]:
         "exact_every": 5 if info.hidden >= 1024 and name in TABLE_TASKS else 1,
         "guide_mix": info.guide_mix,
         "guide_temperature": info.guide_temperature,
+        "guide_offline": info.guide_offline,
     }
 
 

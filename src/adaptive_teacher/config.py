@@ -109,6 +109,13 @@ class TrainConfig:
     )
     guide_mix: float = _opt(0.5, "guided TB target: w·Σlog P_B + (1 − w)·log p_guide (+ log R)", "strings")
     guide_temperature: float = _opt(1.0, "guided TB: the guide picks a child ∝ max(score, 1e-5)^τ", "strings")
+    guide_offline: str = _opt(
+        "resample",
+        "guided TB, replayed x: the guide samples their trajectories (resample; Shen et al.'s QM9, sEH) or scores "
+        "trajectories of the learned P_B (score_back; their TFBind8, RNA)",
+        "strings",
+        choices=("resample", "score_back"),
+    )
     learn_pb: bool = _opt(False, "learn the backward policy", DAG)
     gafn: bool = _opt(False, "GAFN: RND intrinsic rewards with augmented flows", DAG)
     ri_scale: float = _opt(0.01, "GAFN intrinsic-reward scale", DAG)
@@ -185,6 +192,7 @@ class TrainConfig:
 INERT_WHEN: dict[str, tuple[str, Any]] = {
     "guide_mix": ("guide", "none"),
     "guide_temperature": ("guide", "none"),
+    "guide_offline": ("guide", "none"),
 }
 
 

@@ -271,6 +271,9 @@ class Trainer:
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0 and self.transition_replay:
             return Batch(transitions.sample(self.env, self.buffer, transitions.replay_size(self.env, bs)), "replay")
         if source == "replay" and self.buffer is not None and len(self.buffer) > 0 and self.guide is not None:
+            if cfg.guide_offline == "score_back":  # P_B's trajectories, scored by the guide
+                traj = batches.replayed(self.env, self.buffer, bs, self.backward_model)
+                return Batch(traj, "replay", self.guide.log_prob(traj))
             x, log_r = self.buffer.sample(bs)
             traj, log_guide = self.guide.trajectories(x, log_r)
             return Batch(traj, "replay", log_guide)

@@ -52,9 +52,44 @@ class SubstructureGuide:
             return None
         return (self.total[window] - (own_r if own_seen else 0.0)) / count
 
+    def _step(self, s: str, cur: str, own_r: float, own_seen: bool) -> dict[str, tuple[float, int]]:
+        """The guide's distribution over the children of ``cur`` that are windows of ``s``: child string ->
+        (probability, forward action); prepend and append of the same child are one child (append's action)."""
+        env, a = self.env, self.env.alphabet_size
+        options: dict[str, int] = {}
+        for c in range(a):
+            ch = env.alphabet[c]
+            if cur and ch + cur in s:
+                options.setdefault(ch + cur, c)
+            if cur + ch in s:
+                options[cur + ch] = a + c
+        kids = list(options)
+        scores = [self._score(k, own_r, own_seen) for k in kids]
+        if all(v is None for v in scores):
+            probs = [1.0 / len(kids)] * len(kids)
+        else:
+            weights = [max(v or 0.0, SCORE_FLOOR) ** self.temperature for v in scores]
+            total = sum(weights)
+            probs = [w / total for w in weights]
+        return {k: (p, options[k]) for k, p in zip(kids, probs, strict=True)}
+
+    def log_prob(self, traj: Trajectories) -> Tensor:
+        """log p_guide of given trajectories (e.g. sampled by a learned P_B: Shen et al.'s offline style
+        ``guide_scores_back_policy_traj``), float64 [n] on the trajectories' device."""
+        env, length = self.env, self.env.length
+        n = traj.states.shape[0]
+        x = env.to_strings(traj.states[:, length])
+        steps = [env.to_strings(traj.states[:, t]) for t in range(length + 1)]
+        log_p = torch.zeros(n, dtype=torch.float64)
+        for i, s in enumerate(x):
+            own_r, own_seen = math.exp(float(traj.log_reward[i])), s in self.seen
+            for t in range(length):
+                log_p[i] += math.log(self._step(s, steps[t][i], own_r, own_seen)[steps[t + 1][i]][0])
+        return log_p.to(traj.states.device)
+
     def trajectories(self, x: Tensor, log_reward: Tensor) -> tuple[Trajectories, Tensor]:
         """A guide trajectory to each full string of x, and log p_guide of each, float64 [n]."""
-        env, a = self.env, self.env.alphabet_size
+        env = self.env
         n, length = x.shape[0], env.length
         cpu = torch.device("cpu")
         actions = torch.full((n, length + 1), env.stop, dtype=torch.long, device=cpu)
@@ -63,25 +98,13 @@ class SubstructureGuide:
             own_r, own_seen = math.exp(log_r), s in self.seen
             cur = ""
             for t in range(length):
-                options: dict[str, int] = {}  # child string -> forward action (append wins on duplicates)
-                for c in range(a):
-                    ch = env.alphabet[c]
-                    if t > 0 and ch + cur in s:
-                        options.setdefault(ch + cur, c)
-                    if cur + ch in s:
-                        options[cur + ch] = a + c
-                kids = list(options)
-                scores = [self._score(k, own_r, own_seen) for k in kids]
-                if all(v is None for v in scores):
-                    probs = [1.0 / len(kids)] * len(kids)
-                else:
-                    weights = [max(v or 0.0, SCORE_FLOOR) ** self.temperature for v in scores]
-                    total = sum(weights)
-                    probs = [w / total for w in weights]
-                j = int(torch.multinomial(torch.tensor(probs, dtype=torch.float64, device=cpu), 1))
-                log_p[i] += math.log(probs[j])
+                dist = self._step(s, cur, own_r, own_seen)
+                kids = list(dist)
+                probs = torch.tensor([dist[k][0] for k in kids], dtype=torch.float64, device=cpu)
+                j = int(torch.multinomial(probs, 1))
+                log_p[i] += math.log(dist[kids[j]][0])
                 cur = kids[j]
-                actions[i, t] = options[cur]
+                actions[i, t] = dist[cur][1]
         dev = x.device
         actions = actions.to(dev)
         states = [env.initial_states(n).to(dev)]
