@@ -206,6 +206,8 @@ def test_a_killed_sweep_started_again_finishes_only_the_missing_runs(tmp_path):
     assert "3 runs, 1 finished earlier, 2 to run" in err
     assert (runs[0] / "summary.json").read_text() == first_summary  # not trained again
     assert all((r / "summary.json").exists() for r in runs)
+    report = (out / "report" / "report.md").read_text()  # the sweep's report, written at its end
+    assert "3 run directories (3 finished and counted)" in report and "Report:" in err
 
 
 def test_local_and_ray_executors_give_identical_summaries(tmp_path):
