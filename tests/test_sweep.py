@@ -140,14 +140,16 @@ def test_finished_runs_are_reused_and_a_changed_config_is_a_new_run_beside_the_o
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
-    real = sweep_module._execute
+    from adaptive_teacher import compare as compare_module
+
+    real = compare_module._execute
 
     def flaky(task, cfg, out, action, threads):
         if cfg.method == "tb" and cfg.seed == 1:
             raise RuntimeError("the oracle crashed")
         return real(task, cfg, out, action, threads)
 
-    monkeypatch.setattr(sweep_module, "_execute", flaky)
+    monkeypatch.setattr(compare_module, "_execute", flaky)
     lines = []
     with pytest.raises(RunsFailed) as failed:
         run_sweep(expand_sweep(_spec(), out=tmp_path), threads=1, log=_quiet(lines))

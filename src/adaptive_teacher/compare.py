@@ -188,6 +188,24 @@ def _execute(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, thre
         torch.set_num_threads(threads_before)
 
 
+def run_in_process(
+    todo: list[_Run], total: int, threads: int, log: Log, finish: Callable[[_Run, tuple[str, Any]], None]
+) -> None:
+    """Train the planned runs one after the other in this process; ``finish(run, message)`` gets each result.
+    A failed run is reported and the next one starts; Ctrl-C (a KeyboardInterrupt) stops them all."""
+    for run in todo:
+        assert run.cfg is not None and run.task is not None
+        log(f"[{run.index}/{total}] {run.name}: {_start_text(run)}")
+        try:
+            summary = _execute(run.task, run.cfg, str(run.out), run.action, threads)
+        except Exception as e:  # KeyboardInterrupt is no Exception
+            if not isinstance(e, AdaptiveTeacherError):
+                traceback.print_exc()
+            finish(run, ("error", _one_line(e)))
+        else:
+            finish(run, ("ok", summary))
+
+
 # ---- worker processes -----------------------------------------------------------------------------------
 def _interrupt_once(signum: int, frame: Any) -> None:
     """SIGINT handler of a worker: the first one interrupts the run, later ones (the terminal's and the
@@ -622,17 +640,7 @@ def compare(
                 pool.stop()
                 raise
         else:
-            for run in todo:
-                assert run.cfg is not None
-                log(f"[{run.index}/{total}] {run.name}: {_start_text(run)}")
-                try:
-                    summary = _execute(task, run.cfg, str(run.out), run.action, threads)
-                except Exception as e:  # KeyboardInterrupt is no Exception: it stops the comparison
-                    if not isinstance(e, AdaptiveTeacherError):
-                        traceback.print_exc()
-                    finish(run, ("error", _one_line(e)))
-                else:
-                    finish(run, ("ok", summary))
+            run_in_process(todo, total, threads, log, finish)
     except KeyboardInterrupt:
         n_done = sum(r.summary is not None for r in runs)
         raise RunInterrupted(

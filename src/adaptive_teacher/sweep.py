@@ -61,6 +61,7 @@ from adaptive_teacher.compare import (
     _start_text,
     plan_run,
     run_config,
+    run_in_process,
 )
 from adaptive_teacher.config import TrainConfig, validate
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, RunInterrupted, RunsFailed
@@ -391,20 +392,6 @@ def _duration(s: float) -> str:
 Finish = Callable[[_Run, tuple[str, Any]], None]
 
 
-def _run_in_process(todo: list[_Run], total: int, threads: int, progress: _Progress, finish: Finish) -> None:
-    for run in todo:
-        assert run.cfg is not None and run.task is not None
-        progress.line(f"[{run.index}/{total}] {run.name}: {_start_text(run)}")
-        try:
-            summary = _execute(run.task, run.cfg, str(run.out), run.action, threads)
-        except Exception as e:  # KeyboardInterrupt is no Exception: it stops the sweep
-            if not isinstance(e, AdaptiveTeacherError):
-                traceback.print_exc()
-            finish(run, ("error", _one_line(e)))
-        else:
-            finish(run, ("ok", summary))
-
-
 def _run_local_pool(todo: list[_Run], total: int, jobs: int, progress: _Progress, finish: Finish) -> None:
     pool = _Pool(jobs, progress.line, finish, again="sweep command")
     try:
@@ -598,7 +585,7 @@ def run_sweep(
             elif jobs > 1 and len(todo) > 1:
                 _run_local_pool(todo, total, jobs, progress, finish)
             else:
-                _run_in_process(todo, total, threads, progress, finish)
+                run_in_process(todo, total, threads, progress.line, finish)
     except KeyboardInterrupt:
         n_done = sum(r.summary is not None for r in runs)
         raise RunInterrupted(
