@@ -409,9 +409,11 @@ def ray_train(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, thr
     except KeyboardInterrupt:  # ray.cancel: the run kept its checkpoint
         return ("interrupted", None)
     except Exception as e:
-        if not isinstance(e, AdaptiveTeacherError):
-            traceback.print_exc()
-        return ("error", _one_line(e))
+        if isinstance(e, AdaptiveTeacherError):
+            return ("error", _one_line(e))
+        # The worker's stderr stays on its node: send where it failed along with the message.
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        return ("error", f"{_one_line(e)} (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})")
 
 
 def _import_ray():
