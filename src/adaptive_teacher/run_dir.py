@@ -143,10 +143,11 @@ def exclusive(run: str | Path, create: bool = True) -> Iterator[None]:
     (two sweeps sharing a folder, a resume while the run still trains) gets a ConfigError instead of writing
     over it. The lock is the kernel's (flock): it never outlives a killed process. A directory that cannot
     hold the lock (missing with ``create=False``, not a directory, not writable) is left to the caller's own
-    checks, which name the problem."""
+    checks, which name the problem; a directory created here that stays empty is removed again."""
     import fcntl
 
     p = Path(run)
+    created = create and not p.exists()
     try:
         if create:
             p.mkdir(parents=True, exist_ok=True)
@@ -154,26 +155,32 @@ def exclusive(run: str | Path, create: bool = True) -> Iterator[None]:
     except OSError:
         yield
         return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            raise ConfigError(
-                f"{p} is being trained by another process (pid {holder}); wait for it to finish or stop it, then "
-                "run the command again"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
+    try:
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "?"
+                raise ConfigError(
+                    f"{p} is being trained by another process (pid {holder}); wait for it to finish or stop it, "
+                    "then run the command again"
+                ) from None
             f.seek(0)
             f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        if created and [q.name for q in p.iterdir()] == [LOCK]:  # nothing was written there
+            with contextlib.suppress(OSError):
+                (p / LOCK).unlink()
+                p.rmdir()
 
 
 def write_json(path: Path, obj: Any) -> None:
