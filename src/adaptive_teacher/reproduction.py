@@ -194,28 +194,22 @@ def _row(group: Group, paper: str, metric: str, columns: list[tuple[str, str]]) 
 
 
 def _provenance(runs: list[RunRecord]) -> str:
-    """Which code wrote the runs: the commits recorded in config.json, and how many runs predate that record
-    (an earlier release; their config is the spec's once the fields added since are at their defaults)."""
-    from adaptive_teacher.config import TrainConfig
+    """Which code wrote the runs: the commits config.json records, and how many runs have none (written
+    before config.json recorded it, or by a copy of the code outside git: the session notes say which)."""
     from adaptive_teacher.run_dir import CONFIG, read_json
 
-    current = set(TrainConfig().to_dict())
     commits: dict[str, int] = {}
-    older = unrecorded = 0
+    unrecorded = 0
     for r in runs:
-        written = read_json(r.path / CONFIG, "run").get("written_by") or {}
-        if written.get("commit"):
-            commits[written["commit"]] = commits.get(written["commit"], 0) + 1
-        elif not current <= set(r.config):
-            older += 1
+        commit = (read_json(r.path / CONFIG, "run").get("written_by") or {}).get("commit")
+        if commit:
+            commits[commit] = commits.get(commit, 0) + 1
         else:
             unrecorded += 1
     parts = [f"{n} written at commit {c}" for c, n in sorted(commits.items())]
     if unrecorded:
-        parts.append(f"{unrecorded} by this release's code run from outside a git checkout (no commit recorded)")
-    if older:
-        parts.append(f"{older} by an earlier release (before config.json recorded its commit and newer fields)")
-    return ("Runs: " + "; ".join(parts) + ".") if parts else ""
+        parts.append(f"{unrecorded} without a recorded commit")
+    return ("Code: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _machine() -> str:
