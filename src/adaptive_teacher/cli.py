@@ -351,6 +351,8 @@ def _sweep_report(root) -> None:
         out = write_report(root, warn=lambda message: None)
     except (AdaptiveTeacherError, OSError) as e:
         print(f"adaptive-teacher: no report written: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"adaptive-teacher: report skipped; write it with 'adaptive-teacher report {root}'", file=sys.stderr)
     else:
         print(f"Report: {out / 'report.md'}", file=sys.stderr)
 

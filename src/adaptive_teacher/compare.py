@@ -193,6 +193,11 @@ def run_in_process(
 ) -> None:
     """Train the planned runs one after the other in this process; ``finish(run, message)`` gets each result.
     A failed run is reported and the next one starts; Ctrl-C (a KeyboardInterrupt) stops them all."""
+    with _signals({signal.SIGTERM: _sigterm_as_interrupt}):  # `kill PID` stops like Ctrl-C, keeping the checkpoint
+        _run_each(todo, total, threads, log, finish)
+
+
+def _run_each(todo: list[_Run], total: int, threads: int, log: Log, finish: Callable[[_Run, tuple[str, Any]], None]):
     for run in todo:
         assert run.cfg is not None and run.task is not None
         log(f"[{run.index}/{total}] {run.name}: {_start_text(run)}")

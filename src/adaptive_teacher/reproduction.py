@@ -17,6 +17,7 @@ and training time, and a verdict computed from the comparisons:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -212,6 +213,20 @@ def _provenance(runs: list[RunRecord]) -> str:
     return ("Code: " + "; ".join(parts) + ".") if parts else ""
 
 
+def _executor(sweep: Sweep) -> str:
+    """How the last invocation of the sweep ran its runs (from its sweep-<name>.json)."""
+    from adaptive_teacher.run_dir import read_json
+    from adaptive_teacher.sweep import SWEEP_FILE, _safe
+
+    path = sweep.out / SWEEP_FILE.format(name=_safe(sweep.name))
+    if not path.exists():
+        return ""
+    with contextlib.suppress(AdaptiveTeacherError, AttributeError):
+        info = read_json(path, "sweep record")
+        return f" Last run by the {info.get('executor')} executor, {info.get('threads_per_run')} torch thread(s) each."
+    return ""
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -254,7 +269,7 @@ def claim_section(sweep: Sweep, img_dir: Path, doc_dir: Path) -> tuple[str, str]
     train_h = sum(float((r.summary or {}).get("wall_s") or 0.0) for r in finished) / 3600
     text.append(
         f"{len(finished)} of {expected} runs finished ({total_runs - len(finished)} unfinished); "
-        f"training time {train_h:.1f} h in all (evaluations excluded). {_provenance(finished)}"
+        f"training time {train_h:.1f} h in all (evaluations excluded). {_provenance(finished)}{_executor(sweep)}"
     )
     text.append("")
     for slug, settings in groups.items():
@@ -326,7 +341,7 @@ def write_reproduction(specs: list[Path], out: Path, img_dir: Path | None = None
         "spec named in its section; verdicts are computed from the spec's comparisons (means over the",
         "finished seeds; a difference inside one std is flagged) and explained in its note.",
         "",
-        f"Machine: {_machine()}; one torch thread per run.",
+        f"Machine that wrote this report (the runs' machine unless a section says otherwise): {_machine()}.",
         "",
         "| claim | verdict |",
         "|---|---|",
