@@ -139,11 +139,11 @@ def plot_curves(
     counts = [len(c) for c in data.values() if c]
     n = max(counts, default=0)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    many = len(data) > 10  # beyond the 10 default colours: tab20's (dark, light) pairs, one colour per line
+    many = len(data) > 10  # beyond the 10 default colours: tab20, its 10 dark colours then the 10 light ones
     for i, (m, curves) in enumerate(data.items()):
         if not curves:
             continue
-        color = plt.get_cmap("tab20")(i % 20) if many else f"C{i % 10}"
+        color = plt.get_cmap("tab20")((2 * i) % 20 + (i // 10) % 2) if many else f"C{i % 10}"  # dark ones first
         grid = np.linspace(min(c[0][0] for c in curves), max(c[0][-1] for c in curves), 200)
         ys = np.array([np.interp(grid, cx, cy) for cx, cy in curves])
         mean, lower, upper = mean_band(ys, low, high)
