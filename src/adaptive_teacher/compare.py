@@ -390,6 +390,25 @@ class _Pool:
                     self._collect(reader, join_s=max(0.1, until - time.monotonic()))  # type: ignore[arg-type]
 
 
+def run_in_pool(
+    todo: list[_Run],
+    total: int,
+    jobs: int,
+    log: Log,
+    finish: Callable[[_Run, tuple[str, Any]], None],
+    again: str = "compare command",
+) -> None:
+    """Train the planned runs in at most ``jobs`` worker processes; Ctrl-C or SIGTERM stops every worker
+    (each keeps its checkpoint) before the interrupt goes on."""
+    pool = _Pool(jobs, log, finish, again=again)
+    try:
+        with _signals({signal.SIGTERM: _sigterm_as_interrupt}):
+            pool.run(todo, total)
+    except KeyboardInterrupt:
+        pool.stop()
+        raise
+
+
 # ---- progress lines -------------------------------------------------------------------------------------
 def _start_text(run: _Run) -> str:
     if run.action == "resume":
@@ -637,13 +656,7 @@ def compare(
             else:
                 todo.append(run)
         if jobs > 1 and len(todo) > 1:
-            pool = _Pool(jobs, log, finish)
-            try:
-                with _signals({signal.SIGTERM: _sigterm_as_interrupt}):
-                    pool.run(todo, total)
-            except KeyboardInterrupt:
-                pool.stop()
-                raise
+            run_in_pool(todo, total, jobs, log, finish)
         else:
             run_in_process(todo, total, threads, log, finish)
     except KeyboardInterrupt:

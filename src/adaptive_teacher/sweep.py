@@ -53,14 +53,13 @@ from adaptive_teacher.compare import (
     _execute,
     _key_metrics,
     _one_line,
-    _Pool,
     _Run,
     _seconds,
     _signals,
-    _sigterm_as_interrupt,
     _start_text,
     plan_run,
     run_config,
+    run_in_pool,
     run_in_process,
 )
 from adaptive_teacher.config import TrainConfig, validate
@@ -392,16 +391,6 @@ def _duration(s: float) -> str:
 Finish = Callable[[_Run, tuple[str, Any]], None]
 
 
-def _run_local_pool(todo: list[_Run], total: int, jobs: int, progress: _Progress, finish: Finish) -> None:
-    pool = _Pool(jobs, progress.line, finish, again="sweep command")
-    try:
-        with _signals({signal.SIGTERM: _sigterm_as_interrupt}):
-            pool.run(todo, total)
-    except KeyboardInterrupt:
-        pool.stop()
-        raise
-
-
 def ray_train(task: dict[str, Any], cfg: TrainConfig, out: str, action: str, threads: int) -> tuple[str, Any]:
     """The body of a Ray task: train one planned run, return ("ok", summary) or ("error", message)."""
     try:
@@ -585,7 +574,7 @@ def run_sweep(
             if executor == "ray":
                 _run_ray(todo, total, threads, address, progress, finish)
             elif jobs > 1 and len(todo) > 1:
-                _run_local_pool(todo, total, jobs, progress, finish)
+                run_in_pool(todo, total, jobs, progress.line, finish, again="sweep command")
             else:
                 run_in_process(todo, total, threads, progress.line, finish)
     except KeyboardInterrupt:
