@@ -116,6 +116,12 @@ def test_a_spec_file_that_is_not_toml_is_named(tmp_path):
 # ---- running --------------------------------------------------------------------------------------------
 def test_finished_runs_are_reused_and_a_changed_config_is_a_new_run_beside_the_old(tmp_path):
     lines = []
+    (planned,) = run_sweep(
+        expand_sweep(_spec(methods=["tb"], seeds=[0]), out=tmp_path), log=_quiet(lines), dry_run=True
+    )
+    assert planned["status"] == "not run" and not any(tmp_path.iterdir())  # a dry run writes nothing
+    assert any(f"would start in {tmp_path / SLUG / 'tb' / 'seed0'}" in line for line in lines)
+    lines = []
     sweep = expand_sweep(_spec(methods=["tb"], seeds=[0]), out=tmp_path)
     (first,) = run_sweep(sweep, threads=1, log=_quiet(lines))
     run = tmp_path / SLUG / "tb" / "seed0"
@@ -137,6 +143,13 @@ def test_finished_runs_are_reused_and_a_changed_config_is_a_new_run_beside_the_o
     assert any("config changed" in line for line in lines)
     recorded = json.loads((tmp_path / "sweep-sweep.json").read_text())
     assert recorded["runs"][0]["dir"] == new["dir"] and recorded["runs"][0]["status"] == "finished"
+
+    changed["options"]["lr"] = 0.02
+    lines = []
+    (planned,) = run_sweep(expand_sweep(changed, out=tmp_path), log=_quiet(lines), dry_run=True)
+    assert planned["status"] == "not run" and planned["dir"] not in (str(run), new["dir"])
+    assert not Path(planned["dir"]).exists() and json.loads((tmp_path / "sweep-sweep.json").read_text()) == recorded
+    assert any("would start in" in line for line in lines) and any("config changed" in line for line in lines)
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):

@@ -544,6 +544,8 @@ def run_sweep(
             lines.append(f"{run.name}: reused ({run.out}, trained {_seconds(summary or {})})")
         else:
             todo.append(run)
+            if dry_run:
+                lines.append(f"{run.name}: would {_DRY_VERB.get(run.action, run.action)} in {run.out}")
     n_reused = sum(r.summary is not None for r in runs)
     n_failed = sum(r.error is not None for r in runs)
     progress = _Progress(total, n_reused + n_failed, log, bar=not dry_run, name=sweep.name)
@@ -568,9 +570,15 @@ def run_sweep(
             run.error = value
             progress.advance(f"{run.name}: FAILED: {value}", trained=False)
 
+    if dry_run:  # write nothing
+        progress.close()
+        refused = [r for r in runs if r.error is not None]
+        if refused:
+            raise RunsFailed(f"{len(refused)} of {total} runs would be refused (see above)")
+        return [_record(run) for run in runs]
     sweep.out.mkdir(parents=True, exist_ok=True)
     try:
-        if not dry_run and todo:
+        if todo:
             if executor == "ray":
                 _run_ray(todo, total, threads, address, progress, finish)
             elif jobs > 1 and len(todo) > 1:
@@ -589,12 +597,15 @@ def run_sweep(
             records[run.index] = _record(run)
         _write_sweep_file(sweep, [records[i] for i in sorted(records)], executor, threads)
     result = [records[i] for i in sorted(records)]
-    failed = [r for r in runs if r.summary is None and (r.error is not None or not dry_run)]
+    failed = [r for r in runs if r.summary is None]
     if failed:
         lines = [f"{len(failed)} of {total} runs failed:"]
         lines += [f"  {r.name} ({r.out}): {r.error or 'did not finish'}" for r in failed]
         raise RunsFailed("\n".join(lines))
     return result
+
+
+_DRY_VERB = {"start": "start", "restart": "start again (no checkpoint)", "resume": "resume from its checkpoint"}
 
 
 def _spec_of(sweep: Sweep, run: _Run) -> SweepRun:
