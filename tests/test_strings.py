@@ -158,6 +158,10 @@ def test_ssr_exact_evaluator_agrees_with_the_generic_dp():
     p = ExactEvaluator(env).distribution(model)
     fast = SSRExactEvaluator(env)
     assert float((fast.distribution(model) - p).abs().sum()) < 1e-6 and abs(float(p.sum()) - 1) < 1e-9
+    table, generic = fast.action_probs(model), ExactEvaluator(env).action_probs(model)
+    assert torch.allclose(table, generic, atol=1e-6)  # every row, the full strings' forced stop included
+    full = ~fast.forward_mask[:, : env.stop].any(1)
+    assert bool(full.any()) and bool((table[full, env.stop] == 1).all())
     mlp = DiscretePolicy(env.n_features, env.n_actions, env.n_backward_actions, 16)
     assert torch.equal(fast.distribution(mlp), ExactEvaluator(env).distribution(mlp))  # generic for others
 
@@ -263,3 +267,32 @@ def test_missing_or_damaged_data_is_a_data_error(tmp_path, monkeypatch):
         qm9()
     with pytest.raises(ConfigError, match="unknown string task"):
         make_string_task("sehstr")
+
+
+def test_the_tabulated_evaluation_equals_the_network_one():
+    """The StringEvaluator of an enumerable task samples and scores with the tabulated P_F: the same samples
+    (the same random numbers) and the same metrics as the Student's own passes."""
+    from adaptive_teacher.metrics.strings import StringEvaluator
+
+    env = tfbind8()
+    torch.manual_seed(0)
+    model = SSRPolicy(env.n_features, hidden=16)
+    for p in model.parameters():
+        p.data.mul_(4.0)  # far from uniform
+    cfg = adaptive_teacher.resolve_config("tb", "strings", env.task_spec(), reward_calls=64, eval_samples=512)
+    rows = []
+    for tabulate in (True, False):
+        ev = StringEvaluator(env, cfg)
+        exact = ev.exact
+        if not tabulate:
+            ev.exact = None
+        torch.manual_seed(1)
+        row = ev(model, None, 3.0, final=False)
+        if not tabulate:
+            p = exact.distribution(model)
+            row["l1"] = float((p - exact.target).abs().sum())
+        rows.append(row)
+    table, network = rows
+    assert table["onpolicy_modes"] == network["onpolicy_modes"] and table["mean_r"] == network["mean_r"]
+    for key in ("elbo", "log_Z_is", "eubo", "pearson", "l1"):
+        assert table[key] == pytest.approx(network[key], rel=1e-5, abs=1e-5), key

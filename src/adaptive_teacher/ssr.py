@@ -25,7 +25,8 @@ Only the allowed moves are scored (a full string's 2A children are all masked), 
 batch (a child of two parents) are embedded once, and without gradients (sampling, exact evaluation) the states go
 through in blocks of about ``chunk`` (state, child) pairs, which bounds memory (QM9's exact DP at width 1024: about
 0.7 GB instead of 6.5 GB, 63 s on one busy core).
-``SSRExactEvaluator`` embeds every enumerated state once instead (about 2 GB, 25 s there).
+``SSRExactEvaluator`` embeds every enumerated state once instead (about 1 GB, 16 s there with the table pass of this
+release; 25 s before).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from adaptive_teacher.envs.base import DiscreteEnv
 
 LOGIT_CLIP = 50.0  # clip_policy_logit_min/max of Kim et al.'s discovery settings.yaml
+PAIRS_PER_BLOCK = 4096  # (state, child) pairs per block of SSRExactEvaluator's scorer loop
 
 
 class SSRPolicy(nn.Module):
@@ -107,15 +109,22 @@ class SSRPolicy(nn.Module):
         w_s, w_c = first.weight[:, : self.embed_dim], first.weight[:, self.embed_dim :]
         return e @ w_s.T + first.bias, e @ w_c.T
 
-    def pair_logits(self, h_s: Tensor, g_s: Tensor, g_c: Tensor, rows: Tensor, moves: Tensor, k: int) -> Tensor:
+    def pair_logits(
+        self, h_s: Tensor, g_s: Tensor, g_c: Tensor, rows: Tensor, moves: Tensor, k: int, in_place: bool = False
+    ) -> Tensor:
         """[n, k + 1] logits from the projections of n states (h_s, g_s) and of their allowed children g_c (the
         child of state ``rows[i]`` under move ``moves[i]``): moves clip(rest(h(s) + g(s'))), 0 where masked, then
-        stop clip(rest(h(s) + g(s)))."""
-        rest = self.scorer[1:]
-        scores = rest(torch.cat([h_s[rows] + g_c, h_s + g_s])).squeeze(-1).clamp(-self.logit_clip, self.logit_clip)
-        n, m = len(h_s), len(rows)
-        move_logits = scores.new_zeros((n, k)).index_put((rows, moves), scores[:m])
-        return torch.cat([move_logits, scores[m:, None]], 1)
+        stop clip(rest(h(s) + g(s))). ``in_place`` (no gradients; g_c is overwritten) saves two copies of the
+        [pairs, hidden] pre-activations, for the exact evaluation's millions of pairs."""
+        rest, clip, n = self.scorer[1:], self.logit_clip, len(h_s)
+        if in_place:
+            moving = rest(g_c.add_(h_s[rows])).squeeze(-1).clamp(-clip, clip)
+            stop = rest(h_s + g_s).squeeze(-1).clamp(-clip, clip)
+        else:
+            scores = rest(torch.cat([h_s[rows] + g_c, h_s + g_s])).squeeze(-1).clamp(-clip, clip)
+            moving, stop = scores[: len(rows)], scores[len(rows) :]
+        move_logits = moving.new_zeros((n, k)).index_put((rows, moves), moving)
+        return torch.cat([move_logits, stop[:, None]], 1)
 
     def outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs:
         """[allowed moves' scores (0 where masked) | stop score] and log F(s) (flow head); without gradients, in
@@ -173,10 +182,11 @@ class SSRExactEvaluator(ExactEvaluator):
     """ExactEvaluator whose ``action_probs`` of an SSRPolicy encodes every enumerated state once.
 
     The generic path encodes each child again for each parent (about 3 encoder passes per state on QM9);
-    here the projections h(s), g(s) of e(s) are computed once per state, in one product with the encoder's
+    here the projections h(s), g(s) of e(s) are computed once per state, each in one product with the encoder's
     last layer folded into the scorer's first, and a child's g is looked up by its position in the
-    enumeration. The same probabilities to float32 rounding; other policies take the generic path. Holds h and
-    g of every state: 2·n_states·hidden float32 (1.45 GB for QM9 at width 1024)."""
+    enumeration; h only for states that have a move (on QM9 the 161,051 full strings, 91 % of the states, only
+    stop). The same probabilities to float32 rounding; other policies take the generic path. Holds g of every
+    state and h of the others: (n_states + n_moving)·hidden float32 (0.8 GB for QM9 at width 1024)."""
 
     @torch.no_grad()
     def action_probs(self, model: Policy) -> Tensor:
@@ -184,28 +194,35 @@ class SSRExactEvaluator(ExactEvaluator):
             return super().action_probs(model)
         env, k, step = self.env, self.env.n_actions - 1, model.chunk
         # [h; g] = [W_s; W_c]·(W_last·a + b_last) + [b; 0] with a the encoder's last hidden layer: one product.
+        # A state whose only allowed action is stop (a full string) stops with probability 1: it needs no h.
         last, first = model.encoder[-1], model.scorer[0]
         assert isinstance(last, nn.Linear) and isinstance(first, nn.Linear)
-        w = torch.cat([first.weight[:, : model.embed_dim], first.weight[:, model.embed_dim :]])  # [2H, E]
-        m = w @ last.weight
-        c = w @ last.bias + torch.cat([first.bias, torch.zeros_like(first.bias)])
+        w_s, w_c = first.weight[:, : model.embed_dim], first.weight[:, model.embed_dim :]
+        m_h, c_h = w_s @ last.weight, w_s @ last.bias + first.bias
+        m_g, c_g = w_c @ last.weight, w_c @ last.bias
+        movers = self.forward_mask[:, :k].any(1)
+        slot = torch.cumsum(movers, 0) - 1  # row of h for each state that has a move
         width = first.weight.shape[0]
-        h_all = torch.empty((self.n_states, width), dtype=m.dtype, device=m.device)
-        g_all = torch.empty_like(h_all)
+        g_all = torch.empty((self.n_states, width), dtype=m_g.dtype, device=m_g.device)
+        h_movers = torch.empty((int(movers.sum()), width), dtype=m_h.dtype, device=m_h.device)
         for i in range(0, self.n_states, step):
-            hg = torch.addmm(c, model.encoder[:-1](env.features(self.states[i : i + step])), m.T)
-            h_all[i : i + step], g_all[i : i + step] = hg[:, :width], hg[:, width:]
-        out = []
-        per_block = max(1, step // env.n_actions)
-        for i in range(0, self.n_states, per_block):
-            s = self.states[i : i + per_block]
-            kids, exists = env.children(s)
+            a = model.encoder[:-1](env.features(self.states[i : i + step]))
+            torch.addmm(c_g, a, m_g.T, out=g_all[i : i + step])
+            moving = movers[i : i + step]
+            if bool(moving.any()):
+                h_movers[slot[i : i + step][moving]] = torch.addmm(c_h, a[moving], m_h.T)
+        probs = torch.zeros((self.n_states, env.n_actions), dtype=torch.float64, device=m_g.device)
+        probs[~movers, env.stop] = 1.0
+        moving_states = movers.nonzero().squeeze(1)
+        per_block = max(1, PAIRS_PER_BLOCK // env.n_actions)  # [pairs, hidden] intermediates that fit in cache
+        for j in range(0, len(moving_states), per_block):
+            idx = moving_states[j : j + per_block]
+            kids, exists = env.children(self.states[idx])
             rows, moves = exists.nonzero(as_tuple=True)
             g_c = g_all[self.position(kids[rows, moves])]
-            logits = model.pair_logits(h_all[i : i + per_block], g_all[i : i + per_block], g_c, rows, moves, k)
-            mask = self.forward_mask[i : i + per_block]
-            out.append(torch.softmax(logits.to(torch.float64).masked_fill(~mask, -math.inf), -1))
-        return torch.cat(out)
+            logits = model.pair_logits(h_movers[slot[idx]], g_all[idx], g_c, rows, moves, k, in_place=True)
+            probs[idx] = torch.softmax(logits.to(torch.float64).masked_fill(~self.forward_mask[idx], -math.inf), -1)
+        return probs
 
 
 def make_ssr_policy(env: DiscreteEnv, cfg: Any) -> SSRPolicy:

@@ -77,9 +77,9 @@ class ExactEvaluator:
         return torch.cat(out)
 
     @torch.no_grad()
-    def distribution(self, model: Policy) -> Tensor:
-        """p(x) over ``terminal_states`` (float64, sums to 1)."""
-        probs = self.action_probs(model)
+    def distribution(self, model: Policy, probs: Tensor | None = None) -> Tensor:
+        """p(x) over ``terminal_states`` (float64, sums to 1); ``probs``: ``action_probs(model)`` if known."""
+        probs = self.action_probs(model) if probs is None else probs
         reach = torch.zeros(self.n_states, dtype=torch.float64, device=probs.device)
         reach[self.initial] = 1.0
         flow = probs[self._src, self._act]
@@ -89,6 +89,12 @@ class ExactEvaluator:
                 reach.index_add_(0, self._dst[lo:hi], reach[src] * flow[lo:hi])
         p = reach * probs[:, self.env.stop]
         return p[self.terminal]
+
+    def table_policy(self, probs: Tensor, log_Z: float) -> TabularPolicy:
+        """The policy whose P_F(a|s) is ``probs`` (``action_probs(model)``) on every enumerated state, as float32
+        log-probabilities like a network's logits: sampling and scoring trajectories with it costs lookups
+        instead of network passes (and draws the same random numbers as the network would)."""
+        return TabularPolicy(self.env.state_key(self.states), probs.log().float(), log_Z)
 
     def l1(self, model: Policy) -> dict[str, float]:
         """L1 = Σ_x |p(x) − p*(x)| and the paper's mean convention L1 / N."""
