@@ -13,7 +13,7 @@ import pytest
 
 from adaptive_teacher import sweep as sweep_module
 from adaptive_teacher.errors import ConfigError, RunsFailed
-from adaptive_teacher.sweep import expand_sweep, load_sweep, run_sweep, task_slug
+from adaptive_teacher.sweep import expand_sweep, load_sweep, run_sweep, select_runs, task_slug
 
 GRID = {"name": "deceptive-grid", "dim": 2, "height": 8}
 TINY = {"batch_size": 16, "n_evals": 2, "hidden": 32, "reward_calls": 320}
@@ -411,3 +411,25 @@ def test_a_run_finished_by_another_sweep_after_planning_is_reused_not_retrained(
     summary = (run.out / "summary.json").read_text()
     again = _execute(run.task, run.cfg, str(run.out), "restart", 1)  # a stale plan: it must not wipe the run
     assert again == first and (run.out / "summary.json").read_text() == summary
+
+
+def test_only_selects_runs_by_folder_and_a_pattern_that_selects_nothing_is_named(tmp_path):
+    raw = _spec(methods=["tb", "teacher"], seeds=[0, 1])
+    sweep = expand_sweep(raw, out=tmp_path)
+
+    def folders(patterns):
+        return [r.out.relative_to(tmp_path).as_posix() for r in select_runs(sweep, patterns).runs]
+
+    assert folders([]) == folders([SLUG]) == [f"{SLUG}/{m}/seed{s}" for s in (0, 1) for m in ("tb", "teacher")]
+    assert folders(["*/*/seed1"]) == [f"{SLUG}/tb/seed1", f"{SLUG}/teacher/seed1"]
+    assert folders([f"{SLUG}/teacher", "*/tb/seed0"]) == [
+        f"{SLUG}/tb/seed0",
+        f"{SLUG}/teacher/seed0",
+        f"{SLUG}/teacher/seed1",
+    ]
+    assert select_runs(sweep, ["*/tb"]).only == ("*/tb",)
+    with pytest.raises(ConfigError, match=rf"--only 'gafn' matches none of the 4 runs.*{SLUG}/tb/seed0"):
+        select_runs(sweep, ["*/tb", "gafn"])
+    lines = []
+    (planned,) = run_sweep(select_runs(sweep, ["*/teacher/seed1"]), log=_quiet(lines), dry_run=True)
+    assert planned["dir"] == str(tmp_path / SLUG / "teacher" / "seed1") and any("--only" in line for line in lines)

@@ -184,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor", default="local", choices=("local", "ray"), help="where runs execute (default: local)"
     )
     swp.add_argument("--address", default=None, help="ray: the cluster to join, e.g. 'auto' (default: a local Ray)")
+    swp.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the runs whose folder <task>/<setting>/seed<S> matches (shell pattern; a folder selects "
+        "everything below it, e.g. qm9-beta20 or '*/*/seed0'); repeatable",
+    )
     swp.add_argument("--dry-run", action="store_true", help="list what would run, reuse or resume; train nothing")
     swp.add_argument(
         "--log",
@@ -325,9 +333,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from adaptive_teacher.sweep import load_sweep, run_sweep
+    from adaptive_teacher.sweep import load_sweep, run_sweep, select_runs
 
-    sweep = load_sweep(args.spec, out=args.out, check_device=args.executor != "ray")
+    sweep = select_runs(load_sweep(args.spec, out=args.out, check_device=args.executor != "ray"), args.only)
     if args.log is not None:
         for run in sweep.runs:
             assert run.cfg is not None

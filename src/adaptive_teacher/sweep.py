@@ -18,12 +18,13 @@ A spec (``adaptive-teacher sweep SPEC.toml``; committed examples in ``sweeps/``)
     seeds = [0]
     label = "short"                          # optional: a name for the setting (its folder)
 
+``--only PATTERN`` runs part of a spec (by folder, e.g. ``--only 'qm9-*/*/seed0'``; the rest is untouched).
 A run without ``reward_calls`` or ``iterations`` gets the paper's budget of its task. Each run lives in
 ``<out>/<task>/<setting>/seed<S>`` (``setting`` = the method, the block's label and the axis values, e.g.
 ``teacher-C1``) with the layout of every run directory. A finished run of the identical config is reused, an
 interrupted one continues from its checkpoint, and a run whose config changed is a *new* run in
 ``seed<S>-<fingerprint>``: the old one is never overwritten. A ``[reproduction]`` table is kept for the
-reproduction report (benchmarks/reproduction.py) and ignored here.
+reproduction report (``python -m adaptive_teacher.reproduction``) and ignored here.
 
 Executors: ``local`` (default; ``jobs`` worker processes with ``threads`` torch threads each, jobs × threads
 ≤ cores) and ``ray`` (one Ray task per run asking for ``threads`` CPUs and, for ``device = "cuda"``, one
@@ -33,6 +34,7 @@ GPU; optional extra ``ray``). Both call the same training function, so a run giv
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import itertools
 import json
 import os
@@ -108,6 +110,33 @@ class Sweep:
     description: str = ""
     reproduction: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    only: tuple[str, ...] = ()  # the --only patterns that selected ``runs`` (none: the whole spec)
+
+
+def select_runs(sweep: Sweep, patterns: list[str] | tuple[str, ...]) -> Sweep:
+    """The runs of ``sweep`` whose folder under its root, ``<task>/<setting>/seed<S>``, matches one of the shell
+    patterns, a pattern naming a folder selecting everything below it (``qm9-beta20``, ``*/teacher``,
+    ``*/*/seed0``). A pattern that selects nothing is a ConfigError that shows what the folders look like."""
+    if not patterns:
+        return sweep
+    folders = [run.out.relative_to(sweep.out).as_posix() for run in sweep.runs]
+
+    def hits(pattern: str) -> list[bool]:
+        p = pattern.strip("/")
+        return [fnmatch.fnmatchcase(f, p) or fnmatch.fnmatchcase(f, f"{p}/*") for f in folders]
+
+    chosen = [False] * len(folders)
+    for pattern in patterns:
+        matched = hits(pattern)
+        if not any(matched):
+            examples = ", ".join(dict.fromkeys(folders[:: max(1, len(folders) // 3)]).keys())
+            raise ConfigError(
+                f"--only {pattern!r} matches none of the {len(folders)} runs of sweep {sweep.name}; their folders "
+                f"look like {examples} (a pattern may name a folder, e.g. --only {folders[0].split('/')[0]})"
+            )
+        chosen = [a or b for a, b in zip(chosen, matched, strict=True)]
+    runs = [run for run, keep in zip(sweep.runs, chosen, strict=True) if keep]
+    return replace(sweep, runs=runs, only=tuple(patterns))
 
 
 def task_slug(task: dict[str, Any]) -> str:
@@ -552,7 +581,9 @@ def run_sweep(
     for line in lines:
         progress.line(line)
     progress.line(
-        f"sweep {sweep.name}: {total} runs, {n_reused} finished earlier, {len(todo)} to run"
+        f"sweep {sweep.name}: {total} runs"
+        + (f" (--only {' '.join(sweep.only)})" if sweep.only else "")
+        + f", {n_reused} finished earlier, {len(todo)} to run"
         + (f", {n_failed} refused" if n_failed else "")
         + ("" if dry_run else f" ({executor}, {jobs if executor == 'local' else 'Ray'} × {threads} threads)")
     )
@@ -625,6 +656,7 @@ def _write_sweep_file(sweep: Sweep, records: list[dict[str, Any]], executor: str
             "spec": None if sweep.source is None else str(sweep.source),
             "executor": executor,
             "threads_per_run": threads,
+            "only": list(sweep.only),
             "runs": [{k: v for k, v in r.items() if k != "summary"} for r in records],
         },
     )
