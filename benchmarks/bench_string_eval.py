@@ -22,15 +22,17 @@ from adaptive_teacher.trainer import Trainer
 
 
 class NetworkPathEvaluator(StringEvaluator):
-    """The evaluation without the table: the Student samples and scores every trajectory itself."""
+    """The evaluation without the table: the Student samples and scores every trajectory itself (the exact DP,
+    when due, tabulates P_F on its own)."""
 
     def __call__(self, student, teacher, log_Z, final):
+        due = final or self.evaluations % self.exact_every == 0
         exact, self.exact = self.exact, None
         try:
             row = super().__call__(student, teacher, log_Z, final=False)
         finally:
             self.exact = exact
-        if exact is not None and (final or (self.evaluations - 1) % self.exact_every == 0):
+        if exact is not None and due:
             p = exact.distribution(student)
             row["l1"] = float((p - exact.target).abs().sum())
             row["mode_mass"] = float(p[self._mode_of_terminal].sum())
@@ -53,19 +55,23 @@ def main() -> None:
     print(f"{args.task}, SSR width {cfg.hidden}, {cfg.eval_samples} samples, after {args.rounds} rounds of TB")
     print("| path | s / evaluation | " + " | ".join(StringEvaluator.keys[:8]) + " | l1 | mode_mass |")
     print("|---|---:|" + "---:|" * 10)
-    times: dict[str, float] = {}
+    times: dict[tuple[str, bool], float] = {}
+    keys = [*StringEvaluator.keys[:8], "l1", "mode_mass"]
     for _ in range(args.repeats):
-        for name, kind in (("network", NetworkPathEvaluator), ("table", StringEvaluator)):
-            ev = kind(env, cfg)
-            torch.manual_seed(1)
-            t0 = time.perf_counter()
-            row = ev(student, None, log_z, final=True)
-            dt = time.perf_counter() - t0
-            times[name] = min(times.get(name, float("inf")), dt)
-            keys = [*StringEvaluator.keys[:8], "l1", "mode_mass"]
-            cells = " | ".join("–" if row[k] is None else f"{row[k]:.4g}" for k in keys)
-            print(f"| {name} | {dt:.1f} | {cells} |", flush=True)
-    print(f"\nspeed-up (best of {args.repeats}): {times['network'] / times['table']:.2f}x")
+        for dp in (False, True):
+            for name, kind in (("network", NetworkPathEvaluator), ("table", StringEvaluator)):
+                ev = kind(env, cfg)
+                ev.exact_every, ev.evaluations = (1, 0) if dp else (10**9, 1)  # the exact DP due, or not
+                torch.manual_seed(1)
+                t0 = time.perf_counter()
+                row = ev(student, None, log_z, final=False)
+                dt = time.perf_counter() - t0
+                times[name, dp] = min(times.get((name, dp), float("inf")), dt)
+                cells = " | ".join("–" if row[k] is None else f"{row[k]:.4g}" for k in keys)
+                print(f"| {name}{' + exact DP' if dp else ''} | {dt:.1f} | {cells} |", flush=True)
+    for dp in (False, True):
+        ratio = times["network", dp] / times["table", dp]
+        print(f"speed-up {'with' if dp else 'without'} the exact DP (best of {args.repeats}): {ratio:.2f}x")
 
 
 if __name__ == "__main__":
