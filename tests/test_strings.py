@@ -269,14 +269,16 @@ def test_missing_or_damaged_data_is_a_data_error(tmp_path, monkeypatch):
         make_string_task("sehstr")
 
 
-def test_the_tabulated_evaluation_equals_the_network_one():
-    """The StringEvaluator of an enumerable task samples and scores with the tabulated P_F: the same samples
-    (the same random numbers) and the same metrics as the Student's own passes."""
+@pytest.mark.parametrize("learn_pb", [False, True])
+def test_the_tabulated_evaluation_equals_the_network_one(learn_pb):
+    """The StringEvaluator of an enumerable task samples and scores with the tabulated P_F (and the Student's
+    learned P_B, if any): the same samples (the same random numbers) and the same metrics as the Student's own
+    passes."""
     from adaptive_teacher.metrics.strings import StringEvaluator
 
     env = tfbind8()
     torch.manual_seed(0)
-    model = SSRPolicy(env.n_features, hidden=16)
+    model = SSRPolicy(env.n_features, hidden=16, learn_pb=learn_pb)
     for p in model.parameters():
         p.data.mul_(4.0)  # far from uniform
     cfg = adaptive_teacher.resolve_config("tb", "strings", env.task_spec(), reward_calls=64, eval_samples=512)

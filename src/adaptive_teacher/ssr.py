@@ -158,10 +158,10 @@ class SSRPolicy(nn.Module):
         g_s, g_c = (g[:n], g[n:]) if inverse is None else (g[inverse[:n]], g[inverse[n:]])
         h_s, _ = self.project(e_s)
         log_flow = None if self.flow is None else self.flow(e_s).squeeze(-1)
-        back = self._backward_logits(env, states) if self.learn_pb else None
+        back = self.backward_logits(env, states) if self.learn_pb else None
         return PolicyOutputs(self.pair_logits(h_s, g_s, g_c, rows, moves, k), back, log_flow)
 
-    def _backward_logits(self, env: DiscreteEnv, states: Tensor) -> Tensor:
+    def backward_logits(self, env: DiscreteEnv, states: Tensor) -> Tensor:
         """[n, n_backward_actions]: clip(score_B([e_B(s), e_B(p)])) for each allowed parent p, 0 where masked."""
         assert self.back_encoder is not None and self.back_scorer is not None
         n = states.shape[0]

@@ -9,6 +9,7 @@ one ``index_add_`` per level. ``optimal_policy`` builds the exact GFlowNet for u
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -90,11 +91,12 @@ class ExactEvaluator:
         p = reach * probs[:, self.env.stop]
         return p[self.terminal]
 
-    def table_policy(self, probs: Tensor, log_Z: float) -> TabularPolicy:
+    def table_policy(self, probs: Tensor, log_Z: float, backward_from: Policy | None = None) -> TabularPolicy:
         """The policy whose P_F(a|s) is ``probs`` (``action_probs(model)``) on every enumerated state, as float32
         log-probabilities like a network's logits: sampling and scoring trajectories with it costs lookups
-        instead of network passes (and draws the same random numbers as the network would)."""
-        return TabularPolicy(self.env.state_key(self.states), probs.log().float(), log_Z)
+        instead of network passes (and draws the same random numbers as the network would). A learned P_B is
+        taken from ``backward_from`` (its ``backward_logits`` if it has them, else its outputs)."""
+        return TabularPolicy(self.env.state_key(self.states), probs.log().float(), log_Z, backward_from)
 
     def l1(self, model: Policy) -> dict[str, float]:
         """L1 = Σ_x |p(x) − p*(x)| and the paper's mean convention L1 / N."""
@@ -106,17 +108,23 @@ class TabularPolicy(nn.Module):
     """A fixed policy whose float64 P_F logits are looked up per state by ``env.state_key``.
 
     Row i of ``logits`` [n_states, n_actions] belongs to the state whose key is ``keys[i]``; a state whose
-    key is not in the table raises ValueError. Uniform P_B, no flow head; ``log_Z`` is log F(s0).
+    key is not in the table raises ValueError. No flow head; ``log_Z`` is log F(s0). P_B is uniform, or that
+    of ``backward_from`` when it learns one.
     """
 
-    def __init__(self, keys: Tensor, logits: Tensor, log_Z: float):
+    def __init__(self, keys: Tensor, logits: Tensor, log_Z: float, backward_from: Policy | None = None):
         super().__init__()
         self._keys, self._perm = torch.sort(keys)
         self.table = logits
         self.log_Z = nn.Parameter(
             torch.tensor(float(log_Z), dtype=torch.float64, device=logits.device), requires_grad=False
         )
-        self.learn_pb = False
+        self._backward: Callable[[DiscreteEnv, Tensor], Tensor | None] | None = None  # not a submodule
+        if backward_from is not None and bool(getattr(backward_from, "learn_pb", False)):
+            source = backward_from
+            own = getattr(source, "backward_logits", None)
+            self._backward = own if own is not None else (lambda env, states: source.outputs(env, states).backward)
+        self.learn_pb = self._backward is not None
         self.flow_head = False
 
     def outputs(self, env: DiscreteEnv, states: Tensor) -> PolicyOutputs:
@@ -126,7 +134,8 @@ class TabularPolicy(nn.Module):
         if not bool(found.all()):
             i = int((~found).nonzero()[0, 0])
             raise ValueError(f"TabularPolicy: state {states[i].tolist()} is not in the table (not enumerated)")
-        return PolicyOutputs(self.table[self._perm[pos]], None, None)
+        back = None if self._backward is None else self._backward(env, states)
+        return PolicyOutputs(self.table[self._perm[pos]], back, None)
 
 
 def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) -> TabularPolicy:

@@ -8,7 +8,7 @@ On exact target samples (the shipped ones of sEH at β = 6 and L14-RNA1 at β = 
 target for QM9 and TFBind8), each with one P_B trajectory: the EUBO = mean w and the Pearson correlation of
 Σ log P_F(τ) with log R(x) (their Metric 3). Where the space can be enumerated (QM9, TFBind8) also the exact
 L1 = Σ_x |p(x) − p*(x)| and the exact probability mass on the mode set, every ``exact_every`` evaluations
-and at the end (none of these three is in the official code). There (with a uniform P_B) the Student's P_F is
+and at the end (none of these three is in the official code). There the Student's P_F is
 first tabulated on every state in one pass (``ExactEvaluator.action_probs``), and the samples, their weights
 and the target's weights are looked up in that table: the same numbers, the same random draws, one network
 pass instead of four (QM9 at width 1,024: benchmarks/bench_string_eval.py). The modes found among every x
@@ -60,9 +60,9 @@ class StringEvaluator:
 
         env = self.env
         probs, policy = None, student
-        if self.exact is not None and not getattr(student, "learn_pb", False):
+        if self.exact is not None:
             probs = self.exact.action_probs(student)  # one pass over the enumerated states serves every metric
-            policy = self.exact.table_policy(probs, log_Z)
+            policy = self.exact.table_policy(probs, log_Z, backward_from=student)
         bounds = log_z_bounds(env, policy, self.n_samples)
         x = bounds["samples"]
         assert isinstance(x, torch.Tensor)
