@@ -79,3 +79,32 @@ def test_splice_and_concat():
     assert torch.equal(joined.states[0, :3], back.states[0, :3])
     both = concat_trajectories([joined, back])
     _check_valid(env, both)
+
+
+def test_a_rollout_records_the_log_probs_that_a_separate_pass_gives():
+    """rollout_with_log_probs: the same trajectories as rollout (the same random draws) and the per-step
+    log P_F, log P_B of log_probs(model, traj), for uniform and learned P_B, MLP and SSR policies."""
+    from adaptive_teacher.envs.strings import PrependAppendStrings
+    from adaptive_teacher.ssr import SSRPolicy
+
+    grid = DeceptiveGrid(3, 5)
+    strings = PrependAppendStrings(3, 4, lambda x: 0.1 + (x == 0).sum(-1).double())
+    cases = [
+        (grid, DiscretePolicy(grid.n_features, grid.n_actions, grid.n_backward_actions, hidden=16)),
+        (grid, DiscretePolicy(grid.n_features, grid.n_actions, grid.n_backward_actions, hidden=16, learn_pb=True)),
+        (strings, SSRPolicy(strings.n_features, hidden=16)),
+        (strings, SSRPolicy(strings.n_features, hidden=16, learn_pb=True)),
+    ]
+    for env, model in cases:
+        torch.manual_seed(0)
+        for p in model.parameters():
+            p.data.mul_(3.0)  # far from uniform
+        torch.manual_seed(1)
+        plain = env.rollout(model, 256)
+        torch.manual_seed(1)
+        traj, lp = env.rollout_with_log_probs(model, 256)
+        assert torch.equal(traj.states, plain.states) and torch.equal(traj.actions, plain.actions)
+        again = env.log_probs(model, traj)
+        assert torch.equal(lp.valid, again.valid)
+        assert torch.allclose(lp.log_pf, again.log_pf, atol=1e-5) and torch.allclose(lp.log_pb, again.log_pb, atol=1e-5)
+        assert float(lp.log_pb.abs().sum()) > 0 and float(lp.log_pf.abs().sum()) > 0

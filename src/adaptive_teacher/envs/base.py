@@ -281,13 +281,32 @@ class DiscreteEnv(OnDevice, ABC):
 
         With ``eps > 0`` each action comes from (1-eps)·P_F + eps·Uniform(valid actions).
         """
+        return self._rollout(model, n, start, eps, temperature, record=False)[0]
+
+    @torch.no_grad()
+    def rollout_with_log_probs(self, model: Policy, n: int) -> tuple[Trajectories, StepLogProbs]:
+        """``n`` on-policy trajectories and their per-step log P_F, log P_B under ``model``, from the passes
+        that sampled them (what ``log_probs(model, traj)`` gives to float32 rounding, without another pass)."""
+        traj, lp = self._rollout(model, n, None, 0.0, 1.0, record=True)
+        assert lp is not None
+        return traj, lp
+
+    def _rollout(
+        self, model: Policy, n: int | None, start: Tensor | None, eps: float, temperature: float, record: bool
+    ) -> tuple[Trajectories, StepLogProbs | None]:
         states = self.initial_states(n) if start is None else start
         done = torch.zeros(states.shape[0], dtype=torch.bool, device=states.device)
         all_states, all_actions = [states], []
+        log_pf: list[Tensor] = []
+        log_pb: list[Tensor] = []
         stop = self.stop
         for _ in range(self.max_length):
             mask = self.forward_mask(states)
-            logits = model.outputs(self, states).forward
+            out = model.outputs(self, states)
+            logits = out.forward
+            if record and all_actions:  # P_B(previous state | these states) closes the previous transition
+                prev = self._transition_log_pb(all_states[-2], all_actions[-1], states, out.backward, logits.dtype)
+                log_pb.append(prev)
             if temperature != 1.0:
                 logits = logits / temperature
             probs = torch.softmax(torch.where(mask, logits, -math.inf), -1)
@@ -296,6 +315,9 @@ class DiscreteEnv(OnDevice, ABC):
             # A row of NaN (a diverged model, or no allowed action) is all NaN: it ends, unstopped, and raises below.
             ended = done | probs[:, 0].isnan()
             actions = sample_categorical(probs).masked_fill(ended, -1)
+            if record:
+                chosen = torch.log_softmax(torch.where(mask, out.forward, -math.inf), -1)
+                log_pf.append(chosen.gather(1, actions.clamp(min=0)[:, None]).squeeze(1).masked_fill(ended, 0.0))
             states = self.step_or_stay(states, actions)  # a new tensor: ``start`` is never written to
             done = ended | (actions == stop)
             all_states.append(states)
@@ -313,7 +335,25 @@ class DiscreteEnv(OnDevice, ABC):
             )
             message = f"{type(self).__name__}: trajectory {i} {why}, at state {states[i].tolist()}"
             raise TrainingDiverged(message) if bool(done[i]) else EnvironmentCheckError(message)
-        return Trajectories(torch.stack(all_states, 1), actions_t, (actions_t >= 0).sum(1))
+        traj = Trajectories(torch.stack(all_states, 1), actions_t, (actions_t >= 0).sum(1))
+        if not record:
+            return traj, None
+        log_pb.append(torch.zeros_like(log_pf[-1]))  # the last step of every row is a stop or padding
+        return traj, StepLogProbs(torch.stack(log_pf, 1), torch.stack(log_pb, 1), None, traj.valid())
+
+    def _transition_log_pb(
+        self, src: Tensor, actions: Tensor, children: Tensor, child_logits: Tensor | None, dtype: torch.dtype
+    ) -> Tensor:
+        """log P_B(src | child) of the transitions src --actions--> children: uniform over the child's parents, or
+        from the child's backward logits; 0 for stop and for padding (action -1)."""
+        bmask = self.backward_mask(children)
+        if child_logits is None:
+            lpb = -bmask.sum(-1).clamp(min=1).to(dtype).log()
+        else:
+            log_b = torch.log_softmax(child_logits.masked_fill(~bmask, -math.inf), -1)
+            b = self.backward_action(src, actions.clamp(min=0)).clamp(0, self.n_backward_actions - 1)
+            lpb = log_b.gather(1, b[:, None]).squeeze(1).to(dtype)
+        return torch.where((actions != self.stop) & (actions >= 0), lpb, torch.zeros_like(lpb))
 
     @torch.no_grad()
     def backward_rollout(self, x: Tensor, model: Policy | None = None) -> Trajectories:
@@ -380,16 +420,11 @@ class DiscreteEnv(OnDevice, ABC):
         lpf = log_p.gather(1, a[:, None]).squeeze(1)
 
         children = states[:, 1 : length + 1].reshape(batch * length, *trail).index_select(0, rows)
-        bmask = self.backward_mask(children)
-        if bwd_logits is None:
-            lpb = -bmask.sum(-1).clamp(min=1).to(lpf.dtype).log()
-        else:
+        child_logits = None
+        if bwd_logits is not None:
             # The child of a move is the source of the next transition of the same trajectory: the next row.
             child_logits = torch.cat([bwd_logits[1:], bwd_logits.new_zeros((1, bwd_logits.shape[1]))])
-            log_b = torch.log_softmax(child_logits.masked_fill(~bmask, -math.inf), -1)
-            b = self.backward_action(src, a).clamp(0, self.n_backward_actions - 1)
-            lpb = log_b.gather(1, b[:, None]).squeeze(1)
-        lpb = torch.where(a != self.stop, lpb, torch.zeros_like(lpb))
+        lpb = self._transition_log_pb(src, a, children, child_logits, lpf.dtype)
 
         def padded(v: Tensor) -> Tensor:
             return v.new_zeros(batch * length).index_put((rows,), v).view(batch, length)

@@ -22,10 +22,11 @@ import torch
 from torch import Tensor, nn
 
 
-def _log_weights(env, model: nn.Module, traj) -> Tensor:
-    lp = env.log_probs(model, traj, dtype=torch.float64)
+def _log_weights(env, model: nn.Module, traj, lp=None) -> Tensor:
+    """w = log R(x) + Σ log P_B − Σ log P_F per trajectory, from ``lp`` when the sampler recorded it."""
+    lp = env.log_probs(model, traj, dtype=torch.float64) if lp is None else lp
     log_r = env.log_reward(traj.terminal)
-    return log_r + lp.log_pb.sum(1) - lp.log_pf.sum(1)
+    return log_r + lp.log_pb.to(torch.float64).sum(1) - lp.log_pf.to(torch.float64).sum(1)
 
 
 @torch.no_grad()
@@ -48,8 +49,12 @@ def log_z_bounds(
         done = 0
         while done < n:
             b = min(batch, n - done)
-            traj = env.rollout(model, b)
-            ws.append(_log_weights(env, model, traj))
+            recorded = getattr(env, "rollout_with_log_probs", None)  # discrete: the sampling passes' own
+            if recorded is not None:
+                traj, lp = recorded(model, b)
+            else:
+                traj, lp = env.rollout(model, b), None
+            ws.append(_log_weights(env, model, traj, lp))
             xs.append(traj.terminal)
             done += b
         w = torch.cat(ws)
