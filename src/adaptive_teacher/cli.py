@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PATTERN",
         help="run only the runs whose folder <task>/<setting>/seed<S> matches (shell pattern; a folder selects "
-        "everything below it, e.g. qm9-beta20 or '*/*/seed0'); repeatable",
+        "everything below it, e.g. qm9-beta20 or '*/*/seed0'); repeatable (default: every run of the spec)",
     )
     swp.add_argument("--dry-run", action="store_true", help="list what would run, reuse or resume; train nothing")
     swp.add_argument(
