@@ -433,3 +433,16 @@ def test_only_selects_runs_by_folder_and_a_pattern_that_selects_nothing_is_named
     lines = []
     (planned,) = run_sweep(select_runs(sweep, ["*/teacher/seed1"]), log=_quiet(lines), dry_run=True)
     assert planned["dir"] == str(tmp_path / SLUG / "teacher" / "seed1") and any("--only" in line for line in lines)
+
+
+def test_a_sweep_with_only_updates_its_runs_in_the_record_and_keeps_the_others(tmp_path):
+    sweep = expand_sweep(_spec(methods=["tb"], seeds=[0, 1]), out=tmp_path)
+    record = tmp_path / "sweep-sweep.json"
+    (tmp_path / "sweep-sweep.json").write_text(
+        json.dumps({"runs": [{"run": "old", "dir": str(tmp_path / SLUG / "tb" / "seed0"), "status": "finished"}]})
+    )
+    (done,) = run_sweep(select_runs(sweep, ["*/seed1"]), threads=1, log=_quiet([]))
+    runs = json.loads(record.read_text())["runs"]
+    assert [r["dir"] for r in runs] == [str(tmp_path / SLUG / "tb" / "seed0"), done["dir"]]
+    assert runs[0]["run"] == "old" and runs[1]["status"] == "finished"
+    assert json.loads(record.read_text())["only"] == ["*/seed1"]

@@ -649,14 +649,26 @@ def _record(run: _Run) -> dict[str, Any]:
 
 
 def _write_sweep_file(sweep: Sweep, records: list[dict[str, Any]], executor: str, threads: int) -> None:
+    """OUT/sweep-<name>.json: every run's directory and how it ended. A sweep run with ``--only`` updates the
+    entries of its runs and keeps the others from the last record."""
+    path = sweep.out / SWEEP_FILE.format(name=_safe(sweep.name))
+    runs = [{k: v for k, v in r.items() if k != "summary"} for r in records]
+    if sweep.only and path.exists():
+        try:
+            earlier = json.loads(path.read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            earlier = []
+        mine = {r["dir"]: r for r in runs}
+        merged = [mine.pop(r["dir"], r) for r in earlier if isinstance(r, dict) and "dir" in r]
+        runs = merged + list(mine.values())
     write_json(
-        sweep.out / SWEEP_FILE.format(name=_safe(sweep.name)),
+        path,
         {
             "name": sweep.name,
             "spec": None if sweep.source is None else str(sweep.source),
             "executor": executor,
             "threads_per_run": threads,
             "only": list(sweep.only),
-            "runs": [{k: v for k, v in r.items() if k != "summary"} for r in records],
+            "runs": runs,
         },
     )
