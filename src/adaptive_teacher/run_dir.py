@@ -61,7 +61,8 @@ BUDGET_FIELDS = ("reward_calls", "iterations")
 @functools.cache
 def code_version() -> dict[str, Any]:
     """The library's version and, when it runs from a git checkout, the commit (``+dirty`` with uncommitted
-    changes to src/): recorded in config.json (not in the fingerprint) so a result can be traced to its code."""
+    changes to src/), or from a ``git archive`` of one, its commit: recorded in config.json (not in the
+    fingerprint) so a result can be traced to its code."""
     from adaptive_teacher import __version__
 
     src = Path(__file__).resolve().parent
@@ -77,6 +78,11 @@ def code_version() -> dict[str, Any]:
             commit = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
+    if commit is None:
+        from adaptive_teacher._archive import COMMIT
+
+        if not COMMIT.startswith("$"):
+            commit = f"{COMMIT[:12]} (git archive)"
     return {"version": __version__, "commit": commit}
 
 
