@@ -60,9 +60,39 @@ def test_schedule_one_teacher_round_in_three_and_local_search_every_round():
     tb = [str(s) for s in build_schedule(resolve_config("tb", "strings"))]
     assert tb == ["student", "replay"] * (len(tb) // 2)
     assert [str(s) for s in build_schedule(resolve_config("tb-ls", "strings"))] == ["student+ls", "replay"]
+    # teacher-ls keeps the Teacher's rounds (unrefined) and refines every Student round; the official strings
+    # code's order of branches (local search replaces the Teacher's rounds) is an option
+    teacher_ls = [str(s) for s in build_schedule(resolve_config("teacher-ls", "strings"))]
+    assert teacher_ls == ["student+ls", "replay", "student+ls", "replay", "teacher", "replay"]
+    official = resolve_config("teacher-ls", "strings", ls_replaces_teacher=True)
+    assert [str(s) for s in build_schedule(official)] == ["student+ls", "replay"]
     # the grid schedule is unchanged: Teacher every second online batch
     grid = [str(s) for s in build_schedule(resolve_config("teacher-per"))]
     assert grid[:4] == ["student", "replay", "teacher", "replay"] and len(grid) == 16
+
+
+def test_teacher_ls_samples_the_teacher_on_its_rounds_and_chains_the_student():
+    env = tfbind8()
+    cfg = resolve_config("teacher-ls", "strings", env.task_spec(), reward_calls=10**6, hidden=16, n_evals=1)
+    trainer = Trainer(env, cfg)
+    sources = []
+    for step in trainer.schedule:
+        before = trainer.counter.calls
+        batch = trainer.next_batch(step)
+        sources.append((batch.source, batch.traj.batch_size, trainer.counter.calls - before))
+    # Student rounds: 4 seeds + 28 proposals; the Teacher's round: 32 of its own samples; each costs 32 calls
+    assert sources[0] == ("student", 32, 32) and sources[4] == ("teacher", 32, 32)
+
+
+def test_teacher_ls_runs_written_when_local_search_replaced_the_teachers_rounds_are_other_runs():
+    from adaptive_teacher.config import comparable_config
+
+    for method, same in (("teacher-ls", False), ("tb-ls", True), ("teacher", True)):
+        now = resolve_config(method, "strings").to_dict()
+        before = {k: v for k, v in now.items() if k != "ls_replaces_teacher"}  # a config.json of an older run
+        assert (comparable_config(before) == comparable_config(now)) is same, method
+    grid = resolve_config("teacher-ls").to_dict()  # refine-style local search: the option is inert
+    assert comparable_config({**grid, "ls_replaces_teacher": False}) == comparable_config(grid)
 
 
 def test_teacher_reward_is_the_official_adv_reward_with_the_clamp():

@@ -99,6 +99,13 @@ class TrainConfig:
         DAG,
         choices=("refine", "chain"),
     )
+    ls_replaces_teacher: bool = _opt(
+        True,
+        "Teacher methods with chain local search: every online batch is the Student's local search and the "
+        "Teacher never samples, as in the official strings code (default: yes; the teacher-ls preset: no, the "
+        "Teacher keeps its rounds)",
+        DAG,
+    )
     eps: float = _opt(0.0, "exploration: ε-uniform actions (discrete) or extra noise std (diffusion)")
     explore_teacher: bool = _opt(False, "the Teacher's online samples use the Student's ε-exploration too")
     guide: str = _opt(
@@ -193,6 +200,7 @@ INERT_WHEN: dict[str, tuple[str, Any]] = {
     "guide_mix": ("guide", "none"),
     "guide_temperature": ("guide", "none"),
     "guide_offline": ("guide", "none"),
+    "ls_replaces_teacher": ("ls_style", "refine"),
 }
 
 

@@ -261,7 +261,8 @@ STRINGS = TaskFamily(
         "tb-ls": {"local_search": True},
         "teacher": {"teacher": True},
         "teacher-per": {"teacher": True, "buffer": "teacher_reward"},
-        "teacher-ls": {"teacher": True, "local_search": True},
+        # the Teacher keeps its rounds; ls_replaces_teacher (the official code) makes it TB + LS (docs/strings.md)
+        "teacher-ls": {"teacher": True, "local_search": True, "ls_replaces_teacher": False},
         # Shen et al. (2023): the substructure guide and a learned P_B regressed onto it. Their clamp of squared
         # errors at 100 is not used: at Kim et al.'s β it zeroes the gradient of every low-reward sample (|δ| >
         # 10) and the Student collapsed onto the reward floor (docs/strings.md); the family's 5,000 applies.

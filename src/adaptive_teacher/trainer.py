@@ -73,6 +73,7 @@ def build_schedule(cfg: TrainConfig) -> list[ScheduledStep]:
         cfg.teacher_into_buffer,
         cfg.teacher_round_every,
         local_search_every_online=cfg.ls_style == "chain",
+        local_search_replaces_teacher=cfg.ls_replaces_teacher,
     )
 
 

@@ -3,7 +3,8 @@
 The schedule is cyclic, as in the paper's grid code (Kim et al., ICLR 2025): Teacher methods alternate
 Student, Student, Teacher, Teacher (no buffer) or Student, replay, Teacher, replay (with a buffer); TB runs
 Student (no buffer) or Student, replay. Back-and-forth local search refines the exploring source's batch on
-the last two steps of every 16 (1/8 of the Student batches for TB, 1/4 of the Teacher batches). The
+the last two steps of every 16 (1/8 of the Student batches for TB, 1/4 of the Teacher batches); the
+string code's chain local search is every Student batch, and the Teacher's batches stay unrefined. The
 diffusion Teacher (the paper's diffusion code) runs Student, [Teacher samples → buffer] replay, Student,
 replay: the Student never trains on the Teacher's trajectories directly.
 """
@@ -56,13 +57,16 @@ def build_schedule(
     teacher_into_buffer: bool = False,
     teacher_every: int = 2,
     local_search_every_online: bool = False,
+    local_search_replaces_teacher: bool = False,
 ) -> list[ScheduledStep]:
     """The cyclic schedule (see the module docstring); ``local_search`` is back-and-forth on a batch.
 
     ``teacher_every``: with a buffer, one online batch in this many is the Teacher's (the grid code 2, the
     string code 3: Student, replay, Student, replay, Teacher, replay). ``local_search_every_online``: every
-    online batch is the Student's local search, for Teacher methods too (the string code, where local
-    search replaces the Teacher's rounds)."""
+    Student batch is its local search, and the Teacher keeps its rounds unrefined;
+    ``local_search_replaces_teacher``: every online batch is the Student's local search and the Teacher never
+    samples (the official string code, whose local-search branch comes before its Teacher branch: there a
+    Teacher method with local search trains a Teacher that never explores, i.e. it is TB with local search)."""
     if teacher and teacher_into_buffer:
         return [
             ScheduledStep("student"),
@@ -70,7 +74,7 @@ def build_schedule(
             ScheduledStep("student"),
             ScheduledStep("replay"),
         ]
-    if local_search and local_search_every_online:
+    if local_search and local_search_every_online and (local_search_replaces_teacher or not teacher):
         return [ScheduledStep("student", local_search=True)] + ([ScheduledStep("replay")] if buffer else [])
     names: list[Source]
     if teacher:
@@ -80,6 +84,8 @@ def build_schedule(
             names = ["student", "student", "teacher", "teacher"]
     else:
         names = ["student", "replay"] if buffer else ["student"]
+    if local_search and local_search_every_online:
+        return [ScheduledStep(n, local_search=True) if n == "student" else ScheduledStep(n) for n in names]
     length = math.lcm(len(names), 16)
     cycle = [ScheduledStep(n) for n in names * (length // len(names))]
     if local_search:
