@@ -261,6 +261,30 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(kind, tmp_path, cap
     assert code == 1 and len(err.strip().splitlines()) == 1 and "checkpoint.pt" in err
 
 
+def test_a_run_written_before_an_option_existed_loads_and_resumes(tmp_path):
+    _grid_run(tmp_path, reward_calls=160).train()
+    # the run as an earlier version wrote it: its config.json and checkpoints know nothing of a newer option
+    saved = json.loads((tmp_path / run_dir.CONFIG).read_text())
+    del saved["config"]["ls_replaces_teacher"]
+    saved["fingerprint"] = run_dir.fingerprint(saved["task"], saved["config"])
+    (tmp_path / run_dir.CONFIG).write_text(json.dumps(saved))
+    old_identity = run_dir.fingerprint(saved["task"], saved["config"], ignore=run_dir.BUDGET_FIELDS)
+    for name in (run_dir.CHECKPOINT, run_dir.PREVIOUS_CHECKPOINT):
+        state = torch.load(tmp_path / name, weights_only=True)
+        state["identity"] = old_identity
+        torch.save(state, tmp_path / name)
+    assert at.load(tmp_path).trainer.counter.calls == 160
+    trainer = Trainer.resume(tmp_path, reward_calls=320)
+    trainer.train()
+    assert trainer.counter.calls == 320 and at.load(tmp_path).trainer.counter.calls == 320
+    # a checkpoint of another configuration is still refused
+    state = torch.load(tmp_path / run_dir.CHECKPOINT, weights_only=True)
+    state["identity"] = "0" * 16
+    torch.save(state, tmp_path / run_dir.CHECKPOINT)
+    with pytest.raises(DataError, match="belongs to another configuration"):
+        at.load(tmp_path)
+
+
 @pytest.mark.parametrize(
     "damage,needle",
     [

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adaptive_teacher import run_dir
-from adaptive_teacher.config import TrainConfig, validate
+from adaptive_teacher.config import TrainConfig, comparable_config, validate
 from adaptive_teacher.device import resolve_device
 from adaptive_teacher.envs import TaskEnv
 from adaptive_teacher.envs.base import Trajectories
@@ -740,7 +740,7 @@ class Trainer:
     def restore(self, state: dict[str, Any], source: Path) -> None:
         """Load a checkpoint's state; one that does not fit this config is a DataError naming the file."""
         saved = state.get("identity")
-        if saved is not None and saved != self.identity:
+        if saved is not None and saved != self.identity and not self._written_before_new_options(saved, source):
             raise DataError(
                 f"{source} belongs to another configuration than {source.parent / run_dir.CONFIG} "
                 "(fingerprints differ); restore the run's config.json or start a new run"
@@ -753,6 +753,25 @@ class Trainer:
                 f"{source} does not fit the run's configuration ({first}); was config.json edited or "
                 "replaced? restore it, or start a new run"
             ) from None
+
+    def _written_before_new_options(self, identity: str, source: Path) -> bool:
+        """Whether a checkpoint whose identity differs from this config's is still this run: it fits the run's
+        config.json as an earlier version wrote it, before some options existed (or with options that are
+        inert for it), and that config trains the same run as this one (``config.comparable_config``)."""
+        if not (source.parent / run_dir.CONFIG).exists():
+            return False
+        try:
+            written = run_dir.read_config(source.parent)
+        except (DataError, ConfigError):
+            return False
+        task = task_spec(self.env)
+        if written["task"] != task:
+            return False
+        if run_dir.fingerprint(task, written["config"], ignore=run_dir.BUDGET_FIELDS) != identity:
+            return False
+        ours, theirs = comparable_config(self.cfg.to_dict()), comparable_config(written["config"])
+        budget = run_dir.BUDGET_FIELDS
+        return run_dir.fingerprint(task, ours, ignore=budget) == run_dir.fingerprint(task, theirs, ignore=budget)
 
     @classmethod
     def resume(
