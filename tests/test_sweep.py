@@ -446,3 +446,27 @@ def test_a_sweep_with_only_updates_its_runs_in_the_record_and_keeps_the_others(t
     assert [r["dir"] for r in runs] == [str(tmp_path / SLUG / "tb" / "seed0"), done["dir"]]
     assert runs[0]["run"] == "old" and runs[1]["status"] == "finished"
     assert json.loads(record.read_text())["only"] == ["*/seed1"]
+
+
+def test_the_eta_expects_each_unfinished_run_to_take_as_long_as_finished_runs_of_its_setting():
+    from adaptive_teacher.compare import _Run
+
+    def run(method, wall_s=None, error=None):
+        summary = None if wall_s is None else {"wall_s": wall_s}
+        return _Run(0, method, 0, Path("."), summary=summary, error=error)
+
+    runs = [
+        run("qm9-beta20 tb", 1000.0),
+        run("qm9-beta20 tb", 2000.0),
+        run("qm9-beta20 teacher", 4000.0),
+        run("tfbind8-beta20 tb", 100.0),
+        run("qm9-beta20 tb"),  # expected 1500 s: its setting's mean
+        run("qm9-beta20 gafn"),  # no finished gafn on qm9: the task's mean, 7000 / 3
+        run("seh-beta6 tb"),  # an unseen task: the mean of all, 7100 / 4
+        run("qm9-beta20 teacher", error="interrupted"),  # not counted
+    ]
+    want = 1500.0 + 7000.0 / 3 + 7100.0 / 4
+    assert sweep_module.eta_seconds(runs, parallel=1) == pytest.approx(want)
+    assert sweep_module.eta_seconds(runs, parallel=2) == pytest.approx(want / 2)
+    assert sweep_module.eta_seconds(runs, parallel=8) == pytest.approx(want / 3)  # 3 runs left: at most 3 at once
+    assert sweep_module.eta_seconds(runs[4:], parallel=1) is None  # nothing finished yet

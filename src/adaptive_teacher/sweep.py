@@ -372,11 +372,46 @@ def locate(run: SweepRun) -> tuple[Path, str, dict[str, Any] | None, str]:
 
 
 # ---- progress -------------------------------------------------------------------------------------------
-class _Progress:
-    """One bar of runs done / total with an ETA on a terminal (tqdm), plain lines with the ETA otherwise."""
+def eta_seconds(runs: list[_Run], parallel: int) -> float | None:
+    """Seconds until the unfinished runs are done, ``parallel`` at a time: each is expected to take the mean
+    training time of the finished runs (this invocation's and earlier ones) of its task and setting, else of
+    its task, else of all; None before any run with a known time has finished."""
+    done = [
+        (r.method, float(r.summary["wall_s"])) for r in runs if isinstance((r.summary or {}).get("wall_s"), int | float)
+    ]
+    pending = [r for r in runs if r.summary is None and r.error is None]
+    if not done or not pending:
+        return None
+    by_setting: dict[str, list[float]] = {}
+    by_task: dict[str, list[float]] = {}
+    for method, seconds in done:
+        by_setting.setdefault(method, []).append(seconds)
+        by_task.setdefault(method.split(" ")[0], []).append(seconds)
+    every = [seconds for _, seconds in done]
+    expected = 0.0
+    for r in pending:
+        times = by_setting.get(r.method) or by_task.get(r.method.split(" ")[0]) or every
+        expected += sum(times) / len(times)
+    return expected / max(1, min(parallel, len(pending)))
 
-    def __init__(self, total: int, done: int, log: Log | None, bar: bool, name: str):
+
+class _Progress:
+    """One bar of runs done / total with an ETA on a terminal (tqdm), plain lines with the ETA otherwise. The
+    ETA comes from the training times of finished runs of the same setting (``eta_seconds``) when ``runs`` are
+    given, else from this invocation's throughput."""
+
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        log: Log | None,
+        bar: bool,
+        name: str,
+        runs: list[_Run] | None = None,
+        parallel: int = 1,
+    ):
         self.total, self.done, self.log = total, done, log
+        self.runs, self.parallel = runs, parallel
         self.t0, self.finished_here = time.monotonic(), 0
         self.bar = None
         if bar and log is None and sys.stderr.isatty():
@@ -402,7 +437,10 @@ class _Progress:
             return
         left = self.total - self.done
         eta = ""
-        if left and self.finished_here:  # the throughput so far, parallel runs included
+        expected = eta_seconds(self.runs, self.parallel) if self.runs is not None and left else None
+        if expected is not None:
+            eta = f", ETA {_duration(expected)}"
+        elif left and self.finished_here:  # the throughput so far, parallel runs included
             eta = f", ETA {_duration((time.monotonic() - self.t0) / self.finished_here * left)}"
         self.line(f"{text} [{self.done}/{self.total} done{eta}]")
 
@@ -577,7 +615,15 @@ def run_sweep(
                 lines.append(f"{run.name}: would {_DRY_VERB.get(run.action, run.action)} in {run.out}")
     n_reused = sum(r.summary is not None for r in runs)
     n_failed = sum(r.error is not None for r in runs)
-    progress = _Progress(total, n_reused + n_failed, log, bar=not dry_run, name=sweep.name)
+    progress = _Progress(
+        total,
+        n_reused + n_failed,
+        log,
+        bar=not dry_run,
+        name=sweep.name,
+        runs=runs if executor == "local" else None,  # a Ray cluster's parallelism is not known here
+        parallel=jobs,
+    )
     for line in lines:
         progress.line(line)
     progress.line(
