@@ -62,3 +62,23 @@ def test_log_z_bounds_work_on_discrete_environments_and_are_tight_at_the_optimum
     for key in ("elbo", "log_Z_is", "eubo"):
         assert b[key] == pytest.approx(env.log_partition(), abs=1e-5), key
     assert b["delta_log_Z_elbo"] == pytest.approx(0, abs=1e-5) and b["samples"].shape == (300, 2)
+
+
+def test_the_modes_a_perfect_sampler_finds_match_sampling_the_target():
+    from adaptive_teacher.metrics.exact import exact_sampler_curve
+
+    env = DeceptiveGrid(2, 8)
+    ev = ExactEvaluator(env)
+    modes = env.is_mode(ev.terminal_states)
+    assert int(modes.sum()) > 1
+    one, ten, many = ev.expected_modes([1, 10, 10**9])
+    assert one == pytest.approx(float(ev.target[modes].sum()), rel=1e-12)  # one draw: the mode mass
+    assert many == pytest.approx(float(modes.sum()), abs=1e-6)  # endless draws find every mode
+    torch.manual_seed(0)
+    draws = torch.multinomial(ev.target.double(), 20_000 * 10, replacement=True).view(20_000, 10)
+    found = [len(set(row.tolist()) & set(modes.nonzero().squeeze(1).tolist())) for row in draws]
+    assert ten == pytest.approx(sum(found) / len(found), abs=0.03)
+    calls, expected, label = exact_sampler_curve(env, 1000.0, points=11)
+    assert calls[0] == 0 and calls[-1] == 1000.0 and expected[0] == 0 and "perfect sampler" in label
+    assert all(a <= b for a, b in zip(expected[:-1], expected[1:], strict=True))
+    assert exact_sampler_curve(DeceptiveGrid(4, 128), 1000.0) is None  # too large to enumerate

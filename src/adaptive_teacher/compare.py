@@ -553,6 +553,10 @@ def _write_results(
     context = f"{_task_label(task)}, {budget} per run, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     x = "step" if cfg.iterations is not None else "reward_calls"
     if family.summary_metric == "modes_found":
+        from adaptive_teacher.tasks import perfect_sampler_modes
+
+        calls = max((float(s.get("reward_calls") or 0) for s in summaries), default=0.0)
+        perfect = perfect_sampler_modes(task, calls) if x == "reward_calls" else None
         plot_metric_vs_reward_calls(
             out,
             methods,
@@ -566,6 +570,7 @@ def _write_results(
             reference=None if n_modes is None else float(n_modes),
             reference_label=f"all {n_modes} modes",
             ylabel="modes found",
+            reference_curve=perfect,
         )
     else:
         plot_metric_vs_reward_calls(

@@ -90,6 +90,7 @@ def plot_metric_vs_reward_calls(
     reference: float | None = None,
     reference_label: str | None = None,
     ylabel: str | None = None,
+    reference_curve: ReferenceCurve | None = None,
 ) -> None:
     """plot_curves for the runs in ``root/<method>/seed<S>`` (compare's layout), one line per method.
     ``seeds`` may map each method to the seeds to draw (the runs that finished)."""
@@ -106,10 +107,12 @@ def plot_metric_vs_reward_calls(
         reference=reference,
         reference_label=reference_label,
         ylabel=ylabel,
+        reference_curve=reference_curve,
     )
 
 
 RunCurves = str | Path | Sequence[dict]  # a run directory, or the metrics rows of one run
+ReferenceCurve = tuple[Sequence[float], Sequence[float], str]  # (x, y, label): a dotted black line
 
 
 def plot_curves(
@@ -124,10 +127,12 @@ def plot_curves(
     reference: float | None = None,
     reference_label: str | None = None,
     ylabel: str | None = None,
+    reference_curve: ReferenceCurve | None = None,
 ) -> None:
     """``key`` against ``x`` (``reward_calls``, or ``step`` for budgets in iterations), one line per label of
     ``runs`` (label -> its runs: run directories or metrics rows): the mean over the runs and a band of ±1 std
-    clipped to [low, high]. ``reference`` draws a dashed horizontal line (the number of modes, the true log Z)."""
+    clipped to [low, high]. ``reference`` draws a dashed horizontal line (the number of modes, the true log Z),
+    ``reference_curve`` a dotted one (the modes a perfect sampler finds)."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
@@ -153,6 +158,8 @@ def plot_curves(
             ax.fill_between(grid, lower, upper, color=line.get_color(), alpha=0.2, lw=0)
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label or f"{reference:g}")
+    if reference_curve is not None:
+        ax.plot(reference_curve[0], reference_curve[1], color="k", ls=":", lw=1.2, label=reference_curve[2])
     handles, labels = ax.get_legend_handles_labels()
     extra = []
     if n > 1:

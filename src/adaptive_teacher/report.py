@@ -595,10 +595,12 @@ def plot_group_curves(
     reference: float | None = None,
     reference_label: str | None = None,
     ylabel: str | None = None,
+    reference_curve: tuple[Sequence[float], Sequence[float], str] | None = None,
 ) -> None:
     """``key`` against ``x`` (``reward_calls`` or ``step``), one line per group (labelled by its label): the mean
     over its finished runs (and the unfinished ones with ``include_unfinished``) with the ±1 std band shaded,
-    clipped to [low, high]; ``reference`` draws a dashed horizontal line (the number of modes, the true log Z)."""
+    clipped to [low, high]; ``reference`` draws a dashed horizontal line (the number of modes, the true log Z),
+    ``reference_curve`` a dotted one (x, y, label)."""
     from adaptive_teacher.plots import plot_curves
 
     labels = [g.label for g in groups]
@@ -620,6 +622,7 @@ def plot_group_curves(
         reference=reference,
         reference_label=reference_label,
         ylabel=ylabel,
+        reference_curve=reference_curve,
     )
 
 

@@ -32,6 +32,7 @@ from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError
 from adaptive_teacher.families import family_of_task
 from adaptive_teacher.report import Group, RunRecord, collect_runs, plot_group_curves
 from adaptive_teacher.sweep import Sweep, load_sweep, locate, task_slug
+from adaptive_teacher.tasks import perfect_sampler_modes
 
 CURVE_X = {"diffusion": "step"}  # other families: reward calls, as in the paper's figures
 # The columns beside the claim's metric (a spec's ``columns`` overrides); the run's report has them all.
@@ -297,6 +298,8 @@ def claim_section(sweep: Sweep, img_dir: Path, doc_dir: Path) -> tuple[str, str]
                 style = {"low": 0.0}
                 if n_modes:
                     style.update(high=float(n_modes), reference=float(n_modes), reference_label=f"all {n_modes}")
+                calls = [row.get("reward_calls") or 0 for g in ran for r in g.finished for row in r.metrics]
+                style["reference_curve"] = perfect_sampler_modes(task, float(max(calls, default=0)))
             plot_group_curves(
                 ran,
                 key,

@@ -37,6 +37,20 @@ def make_task(spec: dict[str, Any]):
     raise ConfigError(f"{option('task')}: unknown task {name!r}; choose one of {', '.join(TASKS)}")
 
 
+def perfect_sampler_modes(spec: dict[str, Any], max_calls: float) -> tuple[list[float], list[float], str] | None:
+    """The modes-found reference curve of a built-in task (``metrics.exact.exact_sampler_curve``): None where
+    its states cannot be enumerated, it has no modes, or it cannot be built here (its data is missing)."""
+    from adaptive_teacher.errors import AdaptiveTeacherError
+    from adaptive_teacher.metrics.exact import exact_sampler_curve
+
+    if spec.get("name") in DIFFUSION_TASKS:
+        return None
+    try:
+        return exact_sampler_curve(make_task(spec), max_calls)
+    except AdaptiveTeacherError:
+        return None
+
+
 def task_family(env) -> str:
     """The name of the task family ``env`` declares (an environment that declares none is an error)."""
     from adaptive_teacher.families import family_of

@@ -9,7 +9,7 @@ one ``index_add_`` per level. ``optimal_policy`` builds the exact GFlowNet for u
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -91,6 +91,15 @@ class ExactEvaluator:
         p = reach * probs[:, self.env.stop]
         return p[self.terminal]
 
+    def expected_modes(self, n_samples: Sequence[float]) -> list[float]:
+        """The modes a perfect sampler finds: E[distinct modes among n independent draws of the target p ∝ R]
+        = Σ_{m mode} 1 − (1 − p_m)^n, for each n of ``n_samples`` (0 for a task without modes). A reference
+        for the modes-found curves, which reward off-target exploration: at QM9's β = 20 the target puts
+        most of its mass on few modes, so a perfect sampler finds fewer of them than an imperfect one."""
+        p = self.target[self.env.is_mode(self.terminal_states)].to(torch.float64)
+        log_miss = torch.log1p(-p.clamp(max=1.0 - 1e-16))
+        return [float((-torch.expm1(float(n) * log_miss)).sum()) for n in n_samples]
+
     def table_policy(self, probs: Tensor, log_Z: float, backward_from: Policy | None = None) -> TabularPolicy:
         """The policy whose P_F(a|s) is ``probs`` (``action_probs(model)``) on every enumerated state, as float32
         log-probabilities like a network's logits: sampling and scoring trajectories with it costs lookups
@@ -136,6 +145,23 @@ class TabularPolicy(nn.Module):
             raise ValueError(f"TabularPolicy: state {states[i].tolist()} is not in the table (not enumerated)")
         back = None if self._backward is None else self._backward(env, states)
         return PolicyOutputs(self.table[self._perm[pos]], back, None)
+
+
+def exact_sampler_curve(
+    env: object, max_calls: float, points: int = 100
+) -> tuple[list[float], list[float], str] | None:
+    """(reward calls 0..max_calls, the modes a perfect sampler finds in that many calls, a label): the reference
+    curve of a modes-found plot (``ExactEvaluator.expected_modes``, one reward call per sample). None for a
+    task whose states cannot be enumerated or that has no modes."""
+    if not isinstance(env, DiscreteEnv) or max_calls <= 0:
+        return None
+    try:
+        evaluator = ExactEvaluator(env)
+    except (ValueError, NotImplementedError):
+        return None
+    calls = [max_calls * i / (points - 1) for i in range(points)]
+    modes = evaluator.expected_modes(calls)
+    return (calls, modes, "a perfect sampler (expected)") if modes[-1] > 0 else None
 
 
 def optimal_policy(env: DiscreteEnv, evaluator: ExactEvaluator | None = None) -> TabularPolicy:
