@@ -254,6 +254,11 @@ def plot_string_run(out_dir: Path, history: list[dict], evaluator: Any, env: Any
             ax.plot(*curve, style, marker=".", label=label)
     if n_modes is not None:
         ax.axhline(n_modes, color="k", ls="--", lw=1, label=f"all {n_modes} modes")
+    exact = getattr(evaluator, "exact", None)
+    found = _curve(history, "reward_calls", "modes_found")
+    if exact is not None and n_modes and found is not None:
+        calls = np.linspace(0.0, float(found[0][-1]), 100)
+        ax.plot(calls, exact.expected_modes(calls.tolist()), "k:", lw=1.2, label="a perfect sampler")
     ax.set_xlabel("reward calls")
     ax.set_ylabel("modes found")
     ax.set_title("Modes discovered", fontsize=10)
