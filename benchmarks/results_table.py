@@ -1,14 +1,17 @@
 """A markdown table of a ``compare`` directory of string-task runs: modes found at 12.5 / 25 / 50 / 100 % of the
 budget (the paper's "discovers modes faster" claim), then the final metrics, mean ± std over seeds.
 
-    python benchmarks/results_table.py runs/tfbind8-paper tb,teacher,tb-per,teacher-per,gafn
+    python benchmarks/results_table.py runs/tfbind8-paper tb,teacher,tb-per,teacher-per,gafn [--plot modes.png]
+
+``--plot`` also draws modes found against reward calls for those methods (mean and ±1 std over seeds), with
+every mode and, on enumerable tasks, a perfect sampler's expected curve as references.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -55,5 +58,40 @@ def table(root: Path, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot(root: Path, methods: list[str], path: Path, title: str) -> None:
+    from adaptive_teacher.plots import plot_metric_vs_reward_calls
+    from adaptive_teacher.run_dir import read_config, read_summary
+    from adaptive_teacher.tasks import perfect_sampler_modes
+
+    seeds = {m: sorted(int(d.name[4:]) for d in (root / m).glob("seed*") if d.name[4:].isdigit()) for m in methods}
+    seeds = {m: [s for s in ss if read_summary(root / m / f"seed{s}") is not None] for m, ss in seeds.items()}
+    first = next(root / m / f"seed{ss[0]}" for m, ss in seeds.items() if ss)
+    summary = read_summary(first) or {}
+    n_modes = summary.get("n_modes")
+    plot_metric_vs_reward_calls(
+        root,
+        methods,
+        seeds,
+        "modes_found",
+        path,
+        title,
+        low=0.0,
+        high=None if n_modes is None else float(n_modes),
+        reference=None if n_modes is None else float(n_modes),
+        reference_label=f"all {n_modes} modes",
+        ylabel="modes found",
+        reference_curve=perfect_sampler_modes(read_config(first)["task"], float(summary.get("reward_calls", 0))),
+    )
+
+
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1]), sys.argv[2].split(",")))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="a directory of <method>/seed<S> runs")
+    parser.add_argument("methods", help="comma-separated methods (folder names)")
+    parser.add_argument("--plot", type=Path, default=None, help="also write this modes-vs-calls figure (default: none)")
+    parser.add_argument("--title", default="", help="the figure's title (default: none)")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    print(table(args.root, methods))
+    if args.plot is not None:
+        plot(args.root, methods, args.plot, args.title)
