@@ -285,6 +285,21 @@ def test_a_run_written_before_an_option_existed_loads_and_resumes(tmp_path):
         at.load(tmp_path)
 
 
+def test_a_resumed_run_keeps_the_code_that_started_it_and_lists_the_code_that_continued_it(tmp_path):
+    _grid_run(tmp_path, reward_calls=160).train()
+    saved = json.loads((tmp_path / run_dir.CONFIG).read_text())
+    assert "resumed_by" not in saved
+    started = {"version": "0.0.9", "commit": "0123456789ab"}  # as if an older checkout had started it
+    (tmp_path / run_dir.CONFIG).write_text(json.dumps({**saved, "written_by": started}))
+    for budget in (320, 480):  # resumed twice by the same code: listed once
+        Trainer.resume(tmp_path, reward_calls=budget).train()
+        now = json.loads((tmp_path / run_dir.CONFIG).read_text())
+        assert now["written_by"] == started and now["resumed_by"] == [run_dir.code_version()]
+    fresh = tmp_path / "fresh"
+    _grid_run(fresh, reward_calls=160).train()
+    assert "resumed_by" not in json.loads((fresh / run_dir.CONFIG).read_text())
+
+
 @pytest.mark.parametrize(
     "damage,needle",
     [

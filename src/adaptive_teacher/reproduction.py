@@ -201,16 +201,20 @@ def _provenance(runs: list[RunRecord]) -> str:
     from adaptive_teacher.run_dir import CONFIG, read_json
 
     commits: dict[str, int] = {}
-    unrecorded = 0
+    unrecorded = resumed = 0
     for r in runs:
-        commit = (read_json(r.path / CONFIG, "run").get("written_by") or {}).get("commit")
+        saved = read_json(r.path / CONFIG, "run")
+        commit = (saved.get("written_by") or {}).get("commit")
         if commit:
             commits[commit] = commits.get(commit, 0) + 1
         else:
             unrecorded += 1
+        resumed += bool(saved.get("resumed_by"))
     parts = [f"{n} written at commit {c}" for c, n in sorted(commits.items())]
     if unrecorded:
         parts.append(f"{unrecorded} without a recorded commit")
+    if resumed:
+        parts.append(f"{resumed} resumed by other code (config.json's resumed_by)")
     return ("Code: " + "; ".join(parts) + ".") if parts else ""
 
 

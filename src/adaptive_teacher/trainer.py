@@ -640,14 +640,30 @@ class Trainer:
         return run_dir.fingerprint(task_spec(self.env), self.cfg.to_dict(), ignore=run_dir.BUDGET_FIELDS)
 
     def _write_config(self) -> None:
+        """config.json: the task, the config, its fingerprint and the code that started the run
+        (``written_by``); a resumed run keeps that and lists the code of every later session that continued it
+        (``resumed_by``, repeats collapsed)."""
         assert self.out_dir is not None
-        config = {
+        path, version = self.out_dir / run_dir.CONFIG, run_dir.code_version()
+        config: dict[str, Any] = {
             "task": task_spec(self.env),
             "config": self.cfg.to_dict(),
             "fingerprint": self.fingerprint,
-            "written_by": run_dir.code_version(),
+            "written_by": version,
         }
-        run_dir.write_json(self.out_dir / run_dir.CONFIG, config)
+        if self.step > 0 and path.exists():
+            try:
+                earlier = run_dir.read_json(path, "run")
+            except DataError:
+                earlier = {}
+            resumed = [v for v in earlier.get("resumed_by", []) if isinstance(v, dict)]
+            if isinstance(earlier.get("written_by"), dict):
+                config["written_by"] = earlier["written_by"]
+            if version != (resumed[-1] if resumed else config["written_by"]):
+                resumed.append(version)
+            if resumed:
+                config["resumed_by"] = resumed
+        run_dir.write_json(path, config)
 
     def _plot(self) -> None:
         """The run's own plots; a plotting failure is reported, never fatal (the results are written)."""
