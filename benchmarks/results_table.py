@@ -68,6 +68,9 @@ def plot(root: Path, methods: list[str], path: Path, title: str) -> None:
     first = next(root / m / f"seed{ss[0]}" for m, ss in seeds.items() if ss)
     summary = read_summary(first) or {}
     n_modes = summary.get("n_modes")
+    best = max((read_summary(root / m / f"seed{s}") or {}).get("modes_found", 0) for m, ss in seeds.items() for s in ss)
+    if n_modes is not None and best < n_modes / 4:  # the line of every mode would flatten the curves: name it instead
+        title, n_modes = f"{title} (of {n_modes} modes)", None
     plot_metric_vs_reward_calls(
         root,
         methods,
