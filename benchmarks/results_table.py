@@ -65,10 +65,13 @@ def plot(root: Path, methods: list[str], path: Path, title: str) -> None:
 
     seeds = {m: sorted(int(d.name[4:]) for d in (root / m).glob("seed*") if d.name[4:].isdigit()) for m in methods}
     seeds = {m: [s for s in ss if read_summary(root / m / f"seed{s}") is not None] for m, ss in seeds.items()}
-    first = next(root / m / f"seed{ss[0]}" for m, ss in seeds.items() if ss)
-    summary = read_summary(first) or {}
-    n_modes = summary.get("n_modes")
-    best = max((read_summary(root / m / f"seed{s}") or {}).get("modes_found", 0) for m, ss in seeds.items() for s in ss)
+    finished = [read_summary(root / m / f"seed{s}") or {} for m, ss in seeds.items() for s in ss]
+    first = next((root / m / f"seed{ss[0]}" for m, ss in seeds.items() if ss), None)
+    if first is None:
+        raise SystemExit(f"--plot: no finished run of {', '.join(methods)} under {root}")
+    n_modes = finished[0].get("n_modes")
+    best = max(s.get("modes_found") or 0 for s in finished)
+    calls = max(float(s.get("reward_calls") or 0) for s in finished)
     if n_modes is not None and best < n_modes / 4:  # the line of every mode would flatten the curves: name it instead
         title, n_modes = f"{title} (of {n_modes} modes)", None
     plot_metric_vs_reward_calls(
@@ -83,7 +86,7 @@ def plot(root: Path, methods: list[str], path: Path, title: str) -> None:
         reference=None if n_modes is None else float(n_modes),
         reference_label=f"all {n_modes} modes",
         ylabel="modes found",
-        reference_curve=perfect_sampler_modes(read_config(first)["task"], float(summary.get("reward_calls", 0))),
+        reference_curve=perfect_sampler_modes(read_config(first)["task"], calls),
     )
 
 

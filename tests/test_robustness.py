@@ -273,7 +273,11 @@ def test_a_run_written_before_an_option_existed_loads_and_resumes(tmp_path):
         state = torch.load(tmp_path / name, weights_only=True)
         state["identity"] = old_identity
         torch.save(state, tmp_path / name)
-    assert at.load(tmp_path).trainer.counter.calls == 160
+    old = at.load(tmp_path)
+    assert old.trainer.counter.calls == 160 and old.summary["method"] == "tb"  # its summary.json, not a metrics row
+    # resumed, then stopped before its next checkpoint: config.json is rewritten, the checkpoints are still old
+    Trainer.resume(tmp_path, reward_calls=320)._write_config()
+    assert old_identity in json.loads((tmp_path / run_dir.CONFIG).read_text())["earlier_identities"]
     trainer = Trainer.resume(tmp_path, reward_calls=320)
     trainer.train()
     assert trainer.counter.calls == 320 and at.load(tmp_path).trainer.counter.calls == 320
@@ -298,6 +302,12 @@ def test_a_resumed_run_keeps_the_code_that_started_it_and_lists_the_code_that_co
     fresh = tmp_path / "fresh"
     _grid_run(fresh, reward_calls=160).train()
     assert "resumed_by" not in json.loads((fresh / run_dir.CONFIG).read_text())
+    # a run whose config.json recorded no code keeps saying so; the code that continued it is listed
+    saved = json.loads((fresh / run_dir.CONFIG).read_text())
+    (fresh / run_dir.CONFIG).write_text(json.dumps({k: v for k, v in saved.items() if k != "written_by"}))
+    Trainer.resume(fresh, reward_calls=320).train()
+    now = json.loads((fresh / run_dir.CONFIG).read_text())
+    assert now["written_by"] is None and now["resumed_by"] == [run_dir.code_version()]
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,14 @@ def test_finished_runs_are_reused_and_a_changed_config_is_a_new_run_beside_the_o
     assert not Path(planned["dir"]).exists() and json.loads((tmp_path / "sweep-sweep.json").read_text()) == recorded
     assert any("would start in" in line for line in lines) and any("config changed" in line for line in lines)
 
+    # a folder named after the fingerprint the config had before some option existed is still found
+    changed["options"]["lr"] = 0.01
+    renamed = run.parent / "seed0-0badf00d"
+    Path(new["dir"]).rename(renamed)
+    lines = []
+    (found,) = run_sweep(expand_sweep(changed, out=tmp_path), threads=1, log=_quiet(lines))
+    assert Path(found["dir"]) == renamed and any("reused" in line for line in lines)
+
 
 def test_a_failed_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
     from adaptive_teacher import compare as compare_module

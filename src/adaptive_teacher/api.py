@@ -114,7 +114,8 @@ def load(run_dir: str | Path, env: TaskEnv | None = None, device: str | None = N
     )
     trainer.restore(state, source)
     summary = rundir.read_summary(run)
-    if summary is None or summary.get("fingerprint", trainer.fingerprint) != trainer.fingerprint:
+    own = (trainer.fingerprint, saved["fingerprint"])  # config.json's: a run written before some options existed
+    if summary is None or summary.get("fingerprint", trainer.fingerprint) not in own:
         summary = dict(trainer.history[-1])
     teacher = Sampler(env, trainer.teacher) if trainer.teacher is not None else None
     return TrainResult(summary, trainer.history, Sampler(env, trainer.student), teacher, cfg, trainer)

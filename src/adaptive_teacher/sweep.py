@@ -366,6 +366,12 @@ def locate(run: SweepRun) -> tuple[Path, str, dict[str, Any] | None, str]:
         fp = fingerprint(run.task, run.cfg.to_dict())
         changed = re.search(r"different configuration \((.*)\); use another", str(e))
         alt = run.out.with_name(f"{run.out.name}-{fp[:8]}")
+        for sibling in sorted(run.out.parent.glob(f"{run.out.name}-*")):  # named when some options did not exist
+            if sibling != alt and (sibling / "config.json").is_file():
+                with contextlib.suppress(ConfigError):
+                    plan_run(run.task, run.cfg, sibling)
+                    alt = sibling
+                    break
         action, summary = plan_run(run.task, run.cfg, alt)
         what = f" ({changed.group(1)})" if changed else ""
         return alt, action, summary, f"the config changed{what}, so this is a new run (the one in {run.out} is kept)"

@@ -161,6 +161,8 @@ class Trainer:
         self.counter = batches.RewardCounter(env, self.modes)
         self.schedule = build_schedule(config)
         self.step = 0
+        self.resumed = False  # restored from a checkpoint (its config.json keeps its provenance)
+        self.earlier_identities: list[str] = []  # identities of its checkpoints that predate some options
         self.wall_s = 0.0
         self.next_eval = 0
         self.milestones_done = 0
@@ -651,18 +653,20 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "written_by": version,
         }
-        if self.step > 0 and path.exists():
+        if self.resumed and path.exists():
             try:
                 earlier = run_dir.read_json(path, "run")
             except DataError:
                 earlier = {}
             resumed = [v for v in earlier.get("resumed_by", []) if isinstance(v, dict)]
-            if isinstance(earlier.get("written_by"), dict):
-                config["written_by"] = earlier["written_by"]
+            config["written_by"] = earlier.get("written_by")  # None: written before config.json recorded it
             if version != (resumed[-1] if resumed else config["written_by"]):
                 resumed.append(version)
             if resumed:
                 config["resumed_by"] = resumed
+            earlier_ids = {*earlier.get("earlier_identities", []), *self.earlier_identities} - {self.identity}
+            if earlier_ids:  # checkpoints written under these identities stay loadable (restore)
+                config["earlier_identities"] = sorted(earlier_ids)
         run_dir.write_json(path, config)
 
     def _plot(self) -> None:
@@ -756,6 +760,7 @@ class Trainer:
     def restore(self, state: dict[str, Any], source: Path) -> None:
         """Load a checkpoint's state; one that does not fit this config is a DataError naming the file."""
         saved = state.get("identity")
+        self.resumed = True
         if saved is not None and saved != self.identity and not self._written_before_new_options(saved, source):
             raise DataError(
                 f"{source} belongs to another configuration than {source.parent / run_dir.CONFIG} "
@@ -773,7 +778,8 @@ class Trainer:
     def _written_before_new_options(self, identity: str, source: Path) -> bool:
         """Whether a checkpoint whose identity differs from this config's is still this run: it fits the run's
         config.json as an earlier version wrote it, before some options existed (or with options that are
-        inert for it), and that config trains the same run as this one (``config.comparable_config``)."""
+        inert for it), or one of the identities config.json lists as accepted that way before it was rewritten
+        (``earlier_identities``), and that config trains the same run as this one (``config.comparable_config``)."""
         if not (source.parent / run_dir.CONFIG).exists():
             return False
         try:
@@ -783,11 +789,15 @@ class Trainer:
         task = task_spec(self.env)
         if written["task"] != task:
             return False
-        if run_dir.fingerprint(task, written["config"], ignore=run_dir.BUDGET_FIELDS) != identity:
+        budget = run_dir.BUDGET_FIELDS
+        known = [run_dir.fingerprint(task, written["config"], ignore=budget), *written.get("earlier_identities", [])]
+        if identity not in known:
             return False
         ours, theirs = comparable_config(self.cfg.to_dict()), comparable_config(written["config"])
-        budget = run_dir.BUDGET_FIELDS
-        return run_dir.fingerprint(task, ours, ignore=budget) == run_dir.fingerprint(task, theirs, ignore=budget)
+        if run_dir.fingerprint(task, ours, ignore=budget) != run_dir.fingerprint(task, theirs, ignore=budget):
+            return False
+        self.earlier_identities = sorted({*self.earlier_identities, identity})
+        return True
 
     @classmethod
     def resume(
