@@ -478,3 +478,51 @@ def test_the_eta_expects_each_unfinished_run_to_take_as_long_as_finished_runs_of
     assert sweep_module.eta_seconds(runs, parallel=2) == pytest.approx(want / 2)
     assert sweep_module.eta_seconds(runs, parallel=8) == pytest.approx(want / 3)  # 3 runs left: at most 3 at once
     assert sweep_module.eta_seconds(runs[4:], parallel=1) is None  # nothing finished yet
+
+
+# ---- records --------------------------------------------------------------------------------------------
+def test_finished_runs_are_recorded_and_a_fresh_clone_reuses_the_records_instead_of_training(tmp_path, monkeypatch):
+    import shutil
+
+    from adaptive_teacher.reproduction import sweep_groups
+
+    monkeypatch.chdir(tmp_path)
+    raw = _spec(methods=["tb"], seeds=[0], out="runs/s", records="results/s")
+    lines = []
+    (first,) = run_sweep(expand_sweep(raw), threads=1, log=_quiet(lines))
+    record = tmp_path / "results" / "s" / SLUG / "tb" / "seed0"
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl", "summary.json"]
+    assert json.loads((record / "summary.json").read_text()) == first["summary"]
+    assert any(f"recorded in {Path('results/s') / SLUG / 'tb' / 'seed0'}" in line for line in lines)
+
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: the checkpoints are gone, the committed records are not
+    lines = []
+    (again,) = run_sweep(expand_sweep(raw), threads=1, log=_quiet(lines))
+    assert again["summary"] == first["summary"] and Path(again["dir"]) == Path("results/s") / SLUG / "tb" / "seed0"
+    assert any("its record in" in line for line in lines) and not any("starting" in line for line in lines)
+    assert not (tmp_path / "runs" / "s" / SLUG).exists()  # nothing trained
+    (group,) = sweep_groups(expand_sweep(raw))[SLUG].values()
+    assert [r.summary for r in group.finished] == [first["summary"]]  # the report reads the record
+
+    changed = _spec(methods=["tb"], seeds=[0], out="runs/s", records="results/s")
+    changed["options"]["lr"] = 0.01  # another configuration: the record is not it
+    lines = []
+    (new,) = run_sweep(expand_sweep(changed), threads=1, log=_quiet(lines))
+    assert Path(new["dir"]) == Path("runs/s") / SLUG / "tb" / "seed0"
+    assert not any("its record in" in line for line in lines)
+    # its record folder holds the first configuration: kept, and the new run is not recorded over it
+    assert json.loads((record / "summary.json").read_text()) == first["summary"]
+    assert any("not recorded" in line and "another configuration" in line for line in lines)
+
+
+def test_records_belong_to_the_specs_own_root_and_a_run_that_has_not_finished_has_none(tmp_path):
+    from adaptive_teacher.records import write_record
+
+    raw = _spec(methods=["tb"], seeds=[0], out=str(tmp_path / "runs"), records=str(tmp_path / "results"))
+    assert expand_sweep(raw).records == tmp_path / "results"
+    assert expand_sweep(raw, out=tmp_path / "elsewhere").records is None  # --out elsewhere: no records
+    assert expand_sweep(raw, records=False).records is None
+    with pytest.raises(ConfigError, match="another folder than the runs' root"):
+        expand_sweep({**raw, "records": raw["out"]})
+    with pytest.raises(ConfigError, match="has not finished"):
+        write_record(tmp_path, tmp_path / "record")

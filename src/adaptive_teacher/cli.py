@@ -193,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         "everything below it, e.g. qm9-beta20 or '*/*/seed0'); repeatable (default: every run of the spec)",
     )
     swp.add_argument("--dry-run", action="store_true", help="list what would run, reuse or resume; train nothing")
+    recs = swp.add_mutually_exclusive_group()
+    recs.add_argument(
+        "--records",
+        default=None,
+        metavar="DIR",
+        help="copy every finished run's config, summary and metrics to DIR/<task>/<setting>/seed<S> and reuse "
+        "the records found there (default: the spec's 'records' when --out is not given)",
+    )
+    recs.add_argument("--no-records", action="store_true", help="neither write nor reuse records (default: records on)")
     swp.add_argument(
         "--log",
         default=None,
@@ -335,7 +344,10 @@ def _compare(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from adaptive_teacher.sweep import load_sweep, run_sweep, select_runs
 
-    sweep = select_runs(load_sweep(args.spec, out=args.out, check_device=args.executor != "ray"), args.only)
+    records = False if args.no_records else args.records
+    sweep = select_runs(
+        load_sweep(args.spec, out=args.out, check_device=args.executor != "ray", records=records), args.only
+    )
     if args.log is not None:
         for run in sweep.runs:
             assert run.cfg is not None

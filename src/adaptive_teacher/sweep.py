@@ -4,6 +4,7 @@ A spec (``adaptive-teacher sweep SPEC.toml``; committed examples in ``sweeps/``)
 
     name = "grid-d4h16"                      # default: the file's stem
     out = "runs/sweeps/grid-d4h16"           # default: runs/sweeps/<name> (relative to the working directory)
+    records = "results/sweeps/grid-d4h16"    # optional: committed records of finished runs (records.py)
     [options]                                # every run: TrainConfig fields, as on the command line
     n_evals = 12
     [[product]]                              # tasks × methods × seeds × every combination of the axes
@@ -23,8 +24,11 @@ A run without ``reward_calls`` or ``iterations`` gets the paper's budget of its 
 ``<out>/<task>/<setting>/seed<S>`` (``setting`` = the method, the block's label and the axis values, e.g.
 ``teacher-C1``) with the layout of every run directory. A finished run of the identical config is reused, an
 interrupted one continues from its checkpoint, and a run whose config changed is a *new* run in
-``seed<S>-<fingerprint>``: the old one is never overwritten. A ``[reproduction]`` table is kept for the
-reproduction report (``python -m adaptive_teacher.reproduction``) and ignored here.
+``seed<S>-<fingerprint>``: the old one is never overwritten. With ``records`` (used only when ``out`` is the
+spec's own), every finished run is also copied to ``<records>/<task>/<setting>/seed<S>`` (config, summary and
+metrics, no checkpoint: small enough for git), and a record of the identical config counts as a finished run,
+so a fresh clone reuses what was trained elsewhere instead of training it again. A ``[reproduction]`` table is
+kept for the reproduction report (``python -m adaptive_teacher.reproduction``) and ignored here.
 
 Executors: ``local`` (default; ``jobs`` worker processes with ``threads`` torch threads each, jobs × threads
 ≤ cores) and ``ray`` (one Ray task per run asking for ``threads`` CPUs and, for ``device = "cuda"``, one
@@ -65,10 +69,10 @@ from adaptive_teacher.compare import (
     run_in_process,
 )
 from adaptive_teacher.config import TrainConfig, validate
-from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, RunInterrupted, RunsFailed
+from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, DataError, RunInterrupted, RunsFailed
 from adaptive_teacher.run_dir import fingerprint, write_json
 
-SPEC_KEYS = ("name", "out", "description", "options", "product", "runs", "reproduction")
+SPEC_KEYS = ("name", "out", "records", "description", "options", "product", "runs", "reproduction")
 PRODUCT_KEYS = ("tasks", "methods", "seeds", "options", "axes", "label")
 RUNS_KEYS = ("task", "method", "seed", "seeds", "options", "label")
 EXECUTORS = ("local", "ray")
@@ -111,6 +115,13 @@ class Sweep:
     reproduction: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
     only: tuple[str, ...] = ()  # the --only patterns that selected ``runs`` (none: the whole spec)
+    records: Path | None = None  # where finished runs are recorded and found again (records.py); None: nowhere
+
+    def record_dir(self, run_dir: Path) -> Path | None:
+        """The record folder of a run directory under ``out`` (None without records)."""
+        if self.records is None:
+            return None
+        return self.records / Path(run_dir).relative_to(self.out)
 
 
 def select_runs(sweep: Sweep, patterns: list[str] | tuple[str, ...]) -> Sweep:
@@ -210,9 +221,15 @@ def _list(value: Any, kind: type, where: str) -> list[Any]:
     return items
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None, check_device: bool = True) -> Sweep:
+def load_sweep(
+    path: str | Path,
+    out: str | Path | None = None,
+    check_device: bool = True,
+    records: str | Path | bool | None = None,
+) -> Sweep:
     """Read and expand a sweep spec (every run's config is resolved and validated before anything runs;
-    ``check_device=False`` leaves the device to the machine that runs it, as for Ray)."""
+    ``check_device=False`` leaves the device to the machine that runs it, as for Ray). ``records``: a folder,
+    False for none, or None for the spec's ``records`` when ``out`` is the spec's own (else none)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -220,7 +237,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None, check_device: bo
         raise ConfigError(f"sweep spec {path}: not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"sweep spec {path}: not valid TOML ({e})") from None
-    return expand_sweep(raw, name=path.stem, out=out, source=path, check_device=check_device)
+    return expand_sweep(raw, name=path.stem, out=out, source=path, check_device=check_device, records=records)
 
 
 def expand_sweep(
@@ -229,12 +246,20 @@ def expand_sweep(
     out: str | Path | None = None,
     source: Path | None = None,
     check_device: bool = True,
+    records: str | Path | bool | None = None,
 ) -> Sweep:
     """The runs of a parsed spec (see the module docstring), each with its resolved config and directory."""
     where = str(source) if source is not None else "sweep spec"
     _check_keys(raw, SPEC_KEYS, where)
     name = str(raw.get("name", name))
     root = Path(out if out is not None else raw.get("out", f"runs/sweeps/{_safe(name)}"))
+    if records is None:  # the spec's records belong to the spec's own root
+        records = raw.get("records") if out is None else None
+        if records is not None and not isinstance(records, str):
+            raise ConfigError(f"{where}: 'records' is a folder name (a string), got {records!r}")
+    records_root = None if records is None or records is False else Path(records)
+    if records_root is not None and records_root.resolve() == root.resolve():
+        raise ConfigError(f"{where}: 'records' must be another folder than the runs' root {root}")
     common = _options(raw.get("options"), f"{where} [options]")
     entries: list[tuple[dict[str, Any], str, int, dict[str, Any], str]] = []
     products = raw.get("product", [])
@@ -291,6 +316,7 @@ def expand_sweep(
         description=str(raw.get("description", "")),
         reproduction=_reproduction(raw.get("reproduction", {}), where),
         source=source,
+        records=records_root,
     )
 
 
@@ -352,21 +378,34 @@ def _resolve(
 
 
 # ---- planning -------------------------------------------------------------------------------------------
-def locate(run: SweepRun) -> tuple[Path, str, dict[str, Any] | None, str]:
+def locate(run: SweepRun, record: Path | None = None) -> tuple[Path, str, dict[str, Any] | None, str]:
     """The directory of ``run`` and what to do there: its usual folder, or ``seed<S>-<fingerprint>`` next to
-    it when the usual one holds a run of another config (kept, never overwritten). Returns (dir, action,
-    summary of a finished run, note)."""
+    it when the usual one holds a run of another config (kept, never overwritten). A run that has not
+    finished there but has a record of its config under ``record`` (its usual record folder, or a
+    ``seed<S>-*`` one next to it) is reused from the record. Returns (dir, action, summary of a finished
+    run, note)."""
+    found = _locate_in(run, run.out)
+    if found[1] == "reuse" or record is None:
+        return found
+    with contextlib.suppress(ConfigError, DataError):
+        path, action, summary, _ = _locate_in(run, record)
+        if action == "reuse":
+            return path, action, summary, f"finished earlier; its record in {path} is reused"
+    return found
+
+
+def _locate_in(run: SweepRun, usual: Path) -> tuple[Path, str, dict[str, Any] | None, str]:
     assert run.cfg is not None
     try:
-        action, summary = plan_run(run.task, run.cfg, run.out)
-        return run.out, action, summary, ""
+        action, summary = plan_run(run.task, run.cfg, usual)
+        return usual, action, summary, ""
     except ConfigError as e:
         if "different configuration" not in str(e):
             raise
         fp = fingerprint(run.task, run.cfg.to_dict())
         changed = re.search(r"different configuration \((.*)\); use another", str(e))
-        alt = run.out.with_name(f"{run.out.name}-{fp[:8]}")
-        for sibling in sorted(run.out.parent.glob(f"{run.out.name}-*")):  # named when some options did not exist
+        alt = usual.with_name(f"{usual.name}-{fp[:8]}")
+        for sibling in sorted(usual.parent.glob(f"{usual.name}-*")):  # named when some options did not exist
             if sibling != alt and (sibling / "config.json").is_file():
                 with contextlib.suppress(ConfigError):
                     plan_run(run.task, run.cfg, sibling)
@@ -374,7 +413,7 @@ def locate(run: SweepRun) -> tuple[Path, str, dict[str, Any] | None, str]:
                     break
         action, summary = plan_run(run.task, run.cfg, alt)
         what = f" ({changed.group(1)})" if changed else ""
-        return alt, action, summary, f"the config changed{what}, so this is a new run (the one in {run.out} is kept)"
+        return alt, action, summary, f"the config changed{what}, so this is a new run (the one in {usual} is kept)"
 
 
 # ---- progress -------------------------------------------------------------------------------------------
@@ -605,7 +644,8 @@ def run_sweep(
     lines: list[str] = []
     for run in runs:
         try:
-            run.out, run.action, summary, note = locate(_spec_of(sweep, run))
+            spec = _spec_of(sweep, run)
+            run.out, run.action, summary, note = locate(spec, sweep.record_dir(spec.out))
         except AdaptiveTeacherError as e:
             run.error = _one_line(e)
             lines.append(f"{run.name}: FAILED: {run.error}")
@@ -615,6 +655,8 @@ def run_sweep(
         if run.action == "reuse":
             run.summary = summary
             lines.append(f"{run.name}: reused ({run.out}, trained {_seconds(summary or {})})")
+            if not dry_run:
+                lines.extend(_keep_record(sweep, run))
         else:
             todo.append(run)
             if dry_run:
@@ -646,6 +688,8 @@ def run_sweep(
             run.summary = value
             metrics = _key_metrics(value)
             progress.advance(f"{run.name}: finished in {_seconds(value)}" + (f" ({metrics})" if metrics else ""))
+            for line in _keep_record(sweep, run):
+                progress.line(line)
         elif kind == "interrupted":
             run.error = f"interrupted; its checkpoint is kept in {run.out}; run the same sweep command to continue"
             progress.advance(f"{run.name}: {run.error}", trained=False)
@@ -689,6 +733,23 @@ def run_sweep(
 
 
 _DRY_VERB = {"start": "start", "restart": "start again (no checkpoint)", "resume": "resume from its checkpoint"}
+
+
+def _keep_record(sweep: Sweep, run: _Run) -> list[str]:
+    """Copy a finished run under ``out`` to its record folder (nothing for a run read from a record); the
+    lines to show. A record folder of another configuration is left alone and reported, never fatal."""
+    from adaptive_teacher.records import write_record
+
+    if sweep.records is None or not run.out.resolve().is_relative_to(sweep.out.resolve()):
+        return []
+    record = sweep.record_dir(run.out)
+    assert record is not None
+    try:
+        if write_record(run.out, record) == "written":
+            return [f"{run.name}: recorded in {record}"]
+    except (ConfigError, DataError, OSError) as e:
+        return [f"{run.name}: not recorded: {_one_line(e)}"]
+    return []
 
 
 def _spec_of(sweep: Sweep, run: _Run) -> SweepRun:
