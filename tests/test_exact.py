@@ -82,3 +82,4 @@ def test_the_modes_a_perfect_sampler_finds_match_sampling_the_target():
     assert calls[0] == 0 and calls[-1] == 1000.0 and expected[0] == 0 and "perfect sampler" in label
     assert all(a <= b for a, b in zip(expected[:-1], expected[1:], strict=True))
     assert exact_sampler_curve(DeceptiveGrid(4, 128), 1000.0) is None  # too large to enumerate
+    assert exact_sampler_curve(env, 1000.0, points=11, evaluator=ev)[1] == expected  # an evaluator built already

@@ -257,8 +257,11 @@ def plot_string_run(out_dir: Path, history: list[dict], evaluator: Any, env: Any
     exact = getattr(evaluator, "exact", None)
     found = _curve(history, "reward_calls", "modes_found")
     if exact is not None and n_modes and found is not None:
-        calls = np.linspace(0.0, float(found[0][-1]), 100)
-        ax.plot(calls, exact.expected_modes(calls.tolist()), "k:", lw=1.2, label="a perfect sampler")
+        from adaptive_teacher.metrics.exact import exact_sampler_curve
+
+        reference = exact_sampler_curve(env, float(found[0][-1]), evaluator=exact)
+        if reference is not None:
+            ax.plot(reference[0], reference[1], "k:", lw=1.2, label=reference[2])
     ax.set_xlabel("reward calls")
     ax.set_ylabel("modes found")
     ax.set_title("Modes discovered", fontsize=10)

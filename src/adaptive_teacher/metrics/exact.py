@@ -148,17 +148,18 @@ class TabularPolicy(nn.Module):
 
 
 def exact_sampler_curve(
-    env: object, max_calls: float, points: int = 100
+    env: object, max_calls: float, points: int = 100, evaluator: ExactEvaluator | None = None
 ) -> tuple[list[float], list[float], str] | None:
     """(reward calls 0..max_calls, the modes a perfect sampler finds in that many calls, a label): the reference
-    curve of a modes-found plot (``ExactEvaluator.expected_modes``, one reward call per sample). None for a
-    task whose states cannot be enumerated or that has no modes."""
-    if not isinstance(env, DiscreteEnv) or max_calls <= 0:
+    curve of a modes-found plot (``ExactEvaluator.expected_modes``, one reward call per sample; ``evaluator``:
+    one already built for ``env``). None for a task whose states cannot be enumerated or that has no modes."""
+    if max_calls <= 0 or (evaluator is None and not isinstance(env, DiscreteEnv)):
         return None
-    try:
-        evaluator = ExactEvaluator(env)
-    except (ValueError, NotImplementedError):
-        return None
+    if evaluator is None:
+        try:
+            evaluator = ExactEvaluator(env)
+        except (ValueError, NotImplementedError):
+            return None
     calls = [max_calls * i / (points - 1) for i in range(points)]
     modes = evaluator.expected_modes(calls)
     return (calls, modes, "a perfect sampler (expected)") if modes[-1] > 0 else None
