@@ -189,7 +189,8 @@ def _write_spec(path: Path, raw_spec: dict) -> None:
             else "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
         )
 
-    lines = ["[options]"] + [f"{k} = {value(v)}" for k, v in raw_spec["options"].items()]
+    lines = [f"{k} = {value(v)}" for k, v in raw_spec.items() if isinstance(v, str)]
+    lines += ["[options]"] + [f"{k} = {value(v)}" for k, v in raw_spec["options"].items()]
     for block in raw_spec["product"]:
         lines.append("[[product]]")
         lines += [
@@ -510,9 +511,39 @@ def test_finished_runs_are_recorded_and_a_fresh_clone_reuses_the_records_instead
     (new,) = run_sweep(expand_sweep(changed), threads=1, log=_quiet(lines))
     assert Path(new["dir"]) == Path("runs/s") / SLUG / "tb" / "seed0"
     assert not any("its record in" in line for line in lines)
-    # its record folder holds the first configuration: kept, and the new run is not recorded over it
+    # the first configuration's record is kept; the new run is recorded beside it, by its fingerprint
     assert json.loads((record / "summary.json").read_text()) == first["summary"]
-    assert any("not recorded" in line and "another configuration" in line for line in lines)
+    (beside,) = record.parent.glob("seed0-*")
+    assert json.loads((beside / "summary.json").read_text()) == new["summary"]
+    assert json.loads((beside / "config.json").read_text())["config"]["lr"] == 0.01
+    shutil.rmtree(tmp_path / "runs")
+    lines = []
+    (found,) = run_sweep(expand_sweep(changed), threads=1, log=_quiet(lines))  # and found there again
+    assert found["summary"] == new["summary"] and Path(found["dir"]).name == beside.name
+    assert not any("starting" in line or "recorded in" in line for line in lines)
+
+
+def test_a_run_finished_before_records_were_on_is_recorded_when_the_sweep_reuses_it(tmp_path, monkeypatch):
+    from adaptive_teacher.records import write_record
+
+    monkeypatch.chdir(tmp_path)
+    raw = _spec(methods=["tb"], seeds=[0], out="runs/s", records="results/s")
+    (first,) = run_sweep(expand_sweep(raw, records=False), threads=1, log=_quiet([]))
+    assert not (tmp_path / "results").exists()
+    lines = []
+    run_sweep(expand_sweep(raw), threads=1, log=_quiet(lines))  # nothing to train: recorded at planning
+    record = Path("results/s") / SLUG / "tb" / "seed0"
+    assert any(f"recorded in {record}" in line for line in lines)
+    assert json.loads((record / "summary.json").read_text()) == first["summary"]
+    (record / "metrics.jsonl").write_text("")  # an existing record of the same config is kept as it is
+    assert write_record(first["dir"], record) == "kept" and (record / "metrics.jsonl").read_text() == ""
+    (record / "metrics.jsonl").unlink()  # an incomplete record is not a finished run
+    import shutil
+
+    shutil.rmtree("runs")
+    lines = []
+    (again,) = run_sweep(expand_sweep(raw), threads=1, log=_quiet(lines), dry_run=True)
+    assert again["status"] == "not run" and any("would start" in line for line in lines)
 
 
 def test_records_belong_to_the_specs_own_root_and_a_run_that_has_not_finished_has_none(tmp_path):
@@ -522,7 +553,33 @@ def test_records_belong_to_the_specs_own_root_and_a_run_that_has_not_finished_ha
     assert expand_sweep(raw).records == tmp_path / "results"
     assert expand_sweep(raw, out=tmp_path / "elsewhere").records is None  # --out elsewhere: no records
     assert expand_sweep(raw, records=False).records is None
-    with pytest.raises(ConfigError, match="another folder than the runs' root"):
-        expand_sweep({**raw, "records": raw["out"]})
+    for inside in (raw["out"], str(tmp_path / "runs" / "records"), str(tmp_path)):
+        with pytest.raises(ConfigError, match="separate folders"):
+            expand_sweep({**raw, "records": inside})
+    with pytest.raises(ConfigError, match="'records' is empty"):
+        expand_sweep({**raw, "records": " "})
     with pytest.raises(ConfigError, match="has not finished"):
         write_record(tmp_path, tmp_path / "record")
+    (first,) = run_sweep(expand_sweep(raw), threads=1, log=_quiet([]))
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "summary.json").write_text("{}")  # files of a run of unknown configuration: never replaced
+    with pytest.raises(ConfigError, match="no config.json"):
+        write_record(first["dir"], stray)
+    assert (stray / "summary.json").read_text() == "{}" and sorted(p.name for p in stray.iterdir()) == ["summary.json"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "recorded"),
+    [([], True), (["--no-records"], False), (["--out", "elsewhere"], False), (["--out", "o", "--records", "r"], True)],
+)
+def test_the_records_flags_of_the_sweep_command(tmp_path, monkeypatch, flags, recorded):
+    from adaptive_teacher import cli
+
+    monkeypatch.chdir(tmp_path)
+    _write_spec(tmp_path / "s.toml", _spec(methods=["tb"], seeds=[0], out="runs/s", records="results/s"))
+    assert cli.run(["sweep", "s.toml", "--threads", "1", "--no-report", *flags]) == 0
+    where = Path("r" if "--records" in flags else "results/s")
+    assert (where / SLUG / "tb" / "seed0" / "summary.json").exists() == recorded
+    if not recorded:
+        assert not Path("results").exists() and not Path("r").exists()

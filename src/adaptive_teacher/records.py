@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from adaptive_teacher.errors import ConfigError
-from adaptive_teacher.run_dir import CONFIG, METRICS, SUMMARY, read_config, read_summary
+from adaptive_teacher.run_dir import CONFIG, METRICS, SUMMARY, is_run_dir, read_config, read_summary
 
 RECORD_FILES = (CONFIG, SUMMARY, METRICS)
 
@@ -39,6 +39,11 @@ def write_record(run: str | Path, record: str | Path) -> str:
     if summary is None or not (run / METRICS).is_file():
         raise ConfigError(f"{run}: the run has not finished (no {SUMMARY}), so it has no record to keep")
     want = read_config(run)["fingerprint"]
+    if is_run_dir(record) and not (record / CONFIG).exists():
+        raise ConfigError(
+            f"{record} holds files of a run but no {CONFIG}, so its configuration is unknown; the files are "
+            f"kept: move or delete them to record {run} there"
+        )
     if (record / CONFIG).exists():
         theirs = read_config(record)["fingerprint"]
         if theirs != want:
@@ -51,6 +56,9 @@ def write_record(run: str | Path, record: str | Path) -> str:
     record.mkdir(parents=True, exist_ok=True)
     for name in (METRICS, CONFIG, SUMMARY):  # the summary last: a half-written record never looks finished
         tmp = record / f".{name}.tmp"
-        shutil.copyfile(run / name, tmp)
-        os.replace(tmp, record / name)
+        try:
+            shutil.copyfile(run / name, tmp)
+            os.replace(tmp, record / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return "written"

@@ -70,6 +70,7 @@ from adaptive_teacher.compare import (
 )
 from adaptive_teacher.config import TrainConfig, validate
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError, DataError, RunInterrupted, RunsFailed
+from adaptive_teacher.records import is_record, write_record
 from adaptive_teacher.run_dir import fingerprint, write_json
 
 SPEC_KEYS = ("name", "out", "records", "description", "options", "product", "runs", "reproduction")
@@ -257,9 +258,16 @@ def expand_sweep(
         records = raw.get("records") if out is None else None
         if records is not None and not isinstance(records, str):
             raise ConfigError(f"{where}: 'records' is a folder name (a string), got {records!r}")
+    if isinstance(records, str) and not records.strip():
+        raise ConfigError(f"{where}: 'records' is empty; give a folder (e.g. results/sweeps/{_safe(name)})")
     records_root = None if records is None or records is False else Path(records)
-    if records_root is not None and records_root.resolve() == root.resolve():
-        raise ConfigError(f"{where}: 'records' must be another folder than the runs' root {root}")
+    if records_root is not None:
+        a, b = records_root.resolve(), root.resolve()
+        if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+            raise ConfigError(
+                f"{where}: 'records' ({records_root}) and the runs' root ({root}) must be separate folders, "
+                "neither inside the other"
+            )
     common = _options(raw.get("options"), f"{where} [options]")
     entries: list[tuple[dict[str, Any], str, int, dict[str, Any], str]] = []
     products = raw.get("product", [])
@@ -389,7 +397,7 @@ def locate(run: SweepRun, record: Path | None = None) -> tuple[Path, str, dict[s
         return found
     with contextlib.suppress(ConfigError, DataError):
         path, action, summary, _ = _locate_in(run, record)
-        if action == "reuse":
+        if action == "reuse" and is_record(path):
             return path, action, summary, f"finished earlier; its record in {path} is reused"
     return found
 
@@ -736,15 +744,17 @@ _DRY_VERB = {"start": "start", "restart": "start again (no checkpoint)", "resume
 
 
 def _keep_record(sweep: Sweep, run: _Run) -> list[str]:
-    """Copy a finished run under ``out`` to its record folder (nothing for a run read from a record); the
-    lines to show. A record folder of another configuration is left alone and reported, never fatal."""
-    from adaptive_teacher.records import write_record
+    """Copy a finished run under ``out`` to its record folder, found by configuration as a run folder is (the
+    usual one, or ``seed<S>-<fingerprint>`` beside a record of another config); nothing for a run read from
+    a record or already recorded. Returns the lines to show; a failure is reported, never fatal."""
 
     if sweep.records is None or not run.out.resolve().is_relative_to(sweep.out.resolve()):
         return []
-    record = sweep.record_dir(run.out)
-    assert record is not None
+    spec = _spec_of(sweep, run)
     try:
+        record, action, _, _ = _locate_in(spec, sweep.record_dir(spec.out))  # type: ignore[arg-type]
+        if action == "reuse" and is_record(record):
+            return []
         if write_record(run.out, record) == "written":
             return [f"{run.name}: recorded in {record}"]
     except (ConfigError, DataError, OSError) as e:
