@@ -3,6 +3,9 @@
 import json
 from pathlib import Path
 
+import pytest
+
+from adaptive_teacher.errors import ConfigError
 from adaptive_teacher.reproduction import Comparison, verdict, write_reproduction
 from adaptive_teacher.sweep import load_sweep, run_sweep
 
@@ -87,3 +90,13 @@ def test_the_report_uses_only_the_specs_runs_and_computes_its_verdict(tmp_path, 
     assert len(images) == 1 and f"](img/{images[0].name})" in text
     assert "stray" not in text
     json.loads((tmp_path / "runs" / "sweeps" / "tiny-claim" / "sweep-tiny-claim.json").read_text())
+
+    # a fresh clone without the runs would write 'not run' over the numbers: refused, nothing redrawn
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    mtime = images[0].stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=r"would lose results: 'The Teacher beats TB and GAFN on L1'.*4 finished"):
+        write_reproduction([Path("sweeps/tiny.toml")], out)
+    assert out.read_text() == text and images[0].stat().st_mtime_ns == mtime
+    assert "0 of 5 runs finished" in write_reproduction([Path("sweeps/tiny.toml")], out, allow_fewer=True)

@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import os
 import platform
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -258,7 +259,7 @@ def claim_section(sweep: Sweep, img_dir: Path, doc_dir: Path) -> tuple[str, str]
     result, lines = verdict(comparisons, lower)
     source = sweep.source.as_posix() if sweep.source is not None else sweep.name
     text = [
-        f"## {spec.get('claim', sweep.description or sweep.name)}",
+        f"## {_heading(sweep)}",
         "",
         f"*Source:* {spec.get('source', '–')}. *Spec:* [`{source}`](../{source}). *Verdict:* **{result}**.",
         "",
@@ -326,13 +327,51 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
 
-def write_reproduction(specs: list[Path], out: Path, img_dir: Path | None = None) -> str:
-    """Write the report (``out``) and its figures (``img_dir``, default ``out``'s folder / img)."""
+def _heading(sweep: Sweep) -> str:
+    return str(sweep.reproduction.get("claim", sweep.description or sweep.name))
+
+
+def finished_in_report(text: str) -> dict[str, int]:
+    """claim heading → the number of finished runs its section of a written report counts."""
+    counts = {}
+    for section in text.split("\n## ")[1:]:
+        heading = section.split("\n", 1)[0].strip()
+        found = re.search(r"^(\d+) of \d+ runs finished", section, flags=re.M)
+        if found:
+            counts[heading] = int(found.group(1))
+    return counts
+
+
+def _check_nothing_is_lost(out: Path, sweeps: list[Sweep]) -> None:
+    """A report written from runs that are gone (a fresh clone without runs/ or records) would replace its
+    numbers with 'not run': refuse, before any figure is drawn, when a section would count fewer finished
+    runs than the report already has."""
+    before = finished_in_report(out.read_text())
+    lost = []
+    for sweep in sweeps:
+        now = sum(len(g.finished) for settings in sweep_groups(sweep).values() for g in settings.values())
+        had = before.get(_heading(sweep))
+        if had is not None and now < had:
+            lost.append(f"'{_heading(sweep)}' ({sweep.source or sweep.name}): {had} finished runs in {out}, {now} here")
+    if lost:
+        raise ConfigError(
+            f"{out} would lose results: "
+            + "; ".join(lost)
+            + ". The runs it was written from are not in runs/ or in the specs' records (results/); restore them, "
+            "or pass --allow-fewer to write the report from what is here"
+        )
+
+
+def write_reproduction(specs: list[Path], out: Path, img_dir: Path | None = None, allow_fewer: bool = False) -> str:
+    """Write the report (``out``) and its figures (``img_dir``, default ``out``'s folder / img). Refuses to
+    replace a report whose sections count more finished runs than are found now, unless ``allow_fewer``."""
     img_dir = img_dir or out.parent / "img"
     sweeps = [load_sweep(p) for p in specs]
     missing = [str(p) for p, s in zip(specs, sweeps, strict=True) if not s.reproduction]
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no [reproduction] table (claim, source, metric, expect)")
+    if not allow_fewer and out.exists():
+        _check_nothing_is_lost(out, sweeps)
     sections, verdicts = [], []
     for sweep in sweeps:
         section, result = claim_section(sweep, img_dir, out.parent)
@@ -367,9 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("specs", nargs="+", type=Path, help="sweep specs with a [reproduction] table")
     parser.add_argument("--out", type=Path, default=Path("docs/REPRODUCTION.md"))
     parser.add_argument("--img", type=Path, default=None, help="figures folder (default: OUT's folder / img)")
+    parser.add_argument(
+        "--allow-fewer",
+        action="store_true",
+        help="replace OUT even where a section would count fewer finished runs than it has (default: refuse)",
+    )
     args = parser.parse_args(argv)
     try:
-        write_reproduction(args.specs, args.out, args.img)
+        write_reproduction(args.specs, args.out, args.img, allow_fewer=args.allow_fewer)
     except AdaptiveTeacherError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
