@@ -5,7 +5,9 @@ A run directory holds ``config.json`` (the task spec, the resolved config and it
 ``checkpoint.pt`` and the checkpoint before it, ``checkpoint.prev.pt`` (so one damaged file does not lose
 the run). A directory belongs to exactly one configuration: its *fingerprint*, the sha256 of the task spec
 and of every config field that can change a result (all but ``progress``, ``threads``, ``device`` and ``log``: a
-run moved to another device, or mirrored to another experiment tracker, is the same run).
+run moved to another device, or mirrored to another experiment tracker, is the same run). The thread count
+and the device do change floating-point rounding, so a seed repeats bit for bit only with the same ones
+(config.json records both); with others it is another draw of the same configuration (docs/results-strings.md).
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain containers only, never
 arbitrary pickled objects, so opening somebody else's run directory cannot execute code.
