@@ -201,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy every finished run's config, summary and metrics to DIR/<task>/<setting>/seed<S> and reuse "
         "the records found there (default: the spec's 'records' when --out is not given)",
     )
-    recs.add_argument("--no-records", action="store_true", help="neither write nor reuse records (default: records on)")
+    recs.add_argument(
+        "--no-records",
+        action="store_true",
+        help="neither write nor reuse records (default: off, so the spec's 'records' are used when it has them)",
+    )
     swp.add_argument(
         "--log",
         default=None,
