@@ -3,10 +3,8 @@
 import json
 from pathlib import Path
 
-import pytest
-
-from adaptive_teacher.errors import ConfigError
-from adaptive_teacher.reproduction import Comparison, verdict, write_reproduction
+from adaptive_teacher import run_dir
+from adaptive_teacher.reproduction import KEPT, Comparison, verdict, write_reproduction
 from adaptive_teacher.sweep import load_sweep, run_sweep
 
 GRID = {"name": "deceptive-grid", "dim": 2, "height": 8}
@@ -91,12 +89,22 @@ def test_the_report_uses_only_the_specs_runs_and_computes_its_verdict(tmp_path, 
     assert "stray" not in text
     json.loads((tmp_path / "runs" / "sweeps" / "tiny-claim" / "sweep-tiny-claim.json").read_text())
 
-    # a fresh clone without the runs would write 'not run' over the numbers: refused, nothing redrawn
+    machine = run_dir.machine()
+    assert f"Machine: {machine} (4 runs). Torch threads: 1 on cpu (4 runs)." in text
+
+    # A fresh clone without the runs would write 'not run' over the numbers: the section is kept as written,
+    # labelled, with its verdict and figures; a second report keeps the first date and label, once.
     import shutil
 
     shutil.rmtree(tmp_path / "runs")
     mtime = images[0].stat().st_mtime_ns
-    with pytest.raises(ConfigError, match=r"would lose results: 'The Teacher beats TB and GAFN on L1'.*4 finished"):
-        write_reproduction([Path("sweeps/tiny.toml")], out)
-    assert out.read_text() == text and images[0].stat().st_mtime_ns == mtime
+    written = text.split("\n## ", 1)[1]
+    for _ in range(2):
+        again = write_reproduction([Path("sweeps/tiny.toml")], out)
+        assert again.count("*Kept as written on ") == 1 and images[0].stat().st_mtime_ns == mtime
+        today = text.split(" on ", 1)[1][:10]
+        assert f"*Kept as written on {today}: that report counted 4 finished runs of this spec, and 0 are in" in again
+        assert f"| The Teacher beats TB and GAFN on L1 | {expected}" in again and f"(as of {today}) |" in again
+        assert again.split("\n## ", 1)[1].replace(KEPT.search(again).group(0), "") == written
     assert "0 of 5 runs finished" in write_reproduction([Path("sweeps/tiny.toml")], out, allow_fewer=True)
+    assert "Kept as written" not in out.read_text()

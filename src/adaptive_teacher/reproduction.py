@@ -17,10 +17,8 @@ and training time, and a verdict computed from the comparisons:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
-import platform
 import re
 import statistics
 import sys
@@ -32,6 +30,7 @@ from adaptive_teacher.compare import _fmt, _task_label
 from adaptive_teacher.errors import AdaptiveTeacherError, ConfigError
 from adaptive_teacher.families import family_of_task
 from adaptive_teacher.report import Group, RunRecord, collect_runs, plot_group_curves
+from adaptive_teacher.run_dir import machine
 from adaptive_teacher.sweep import Sweep, load_sweep, locate, task_slug
 from adaptive_teacher.tasks import perfect_sampler_modes
 
@@ -197,55 +196,42 @@ def _row(group: Group, paper: str, metric: str, columns: list[tuple[str, str]]) 
     )
 
 
+def _counted(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{k} ({n} run{'s' if n != 1 else ''})" for k, n in sorted(counts.items(), key=str))
+
+
 def _provenance(runs: list[RunRecord]) -> str:
-    """Which code wrote the runs: the commits config.json records, and how many runs have none (written
-    before config.json recorded it, or by a copy of the code outside git: the session notes say which)."""
+    """Which code and hardware wrote the runs, from their config.json: the commit and the machine
+    (``written_by``; runs written before it recorded them are counted as such), and the torch threads and
+    device of each run (a seed repeats bit for bit only with the same ones)."""
     from adaptive_teacher.run_dir import CONFIG, read_json
 
     commits: dict[str, int] = {}
+    machines: dict[str, int] = {}
+    threads: dict[str, int] = {}
     unrecorded = resumed = 0
     for r in runs:
         saved = read_json(r.path / CONFIG, "run")
-        commit = (saved.get("written_by") or {}).get("commit")
+        written = saved.get("written_by") or {}
+        commit = written.get("commit")
         if commit:
             commits[commit] = commits.get(commit, 0) + 1
         else:
             unrecorded += 1
+        where = written.get("machine") or "not recorded"
+        machines[where] = machines.get(where, 0) + 1
+        config = saved.get("config") or {}
+        how = f"{config.get('threads', '?')} on {config.get('device', 'cpu')}"
+        threads[how] = threads.get(how, 0) + 1
         resumed += bool(saved.get("resumed_by"))
     parts = [f"{n} written at commit {c}" for c, n in sorted(commits.items())]
     if unrecorded:
         parts.append(f"{unrecorded} without a recorded commit")
     if resumed:
-        parts.append(f"{resumed} resumed by other code (config.json's resumed_by)")
-    return ("Code: " + "; ".join(parts) + ".") if parts else ""
-
-
-def _executor(sweep: Sweep) -> str:
-    """How the last invocation of the sweep ran its runs (from its sweep-<name>.json)."""
-    from adaptive_teacher.run_dir import read_json
-    from adaptive_teacher.sweep import SWEEP_FILE, _safe
-
-    path = sweep.out / SWEEP_FILE.format(name=_safe(sweep.name))
-    if not path.exists():
+        parts.append(f"{resumed} resumed by other code or on another machine (config.json's resumed_by)")
+    if not runs:
         return ""
-    with contextlib.suppress(AdaptiveTeacherError, AttributeError):
-        info = read_json(path, "sweep record")
-        return f" Last run by the {info.get('executor')} executor, {info.get('threads_per_run')} torch thread(s) each."
-    return ""
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    return f"Code: {'; '.join(parts)}. Machine: {_counted(machines)}. Torch threads: {_counted(threads)}."
 
 
 def claim_section(sweep: Sweep, img_dir: Path, doc_dir: Path) -> tuple[str, str]:
@@ -276,7 +262,7 @@ def claim_section(sweep: Sweep, img_dir: Path, doc_dir: Path) -> tuple[str, str]
     train_h = sum(float((r.summary or {}).get("wall_s") or 0.0) for r in finished) / 3600
     text.append(
         f"{len(finished)} of {expected} runs finished ({total_runs - len(finished)} unfinished); "
-        f"training time {train_h:.1f} h in all (evaluations excluded). {_provenance(finished)}{_executor(sweep)}"
+        f"training time {train_h:.1f} h in all (evaluations excluded). {_provenance(finished)}"
     )
     text.append("")
     for slug, settings in groups.items():
@@ -331,50 +317,86 @@ def _heading(sweep: Sweep) -> str:
     return str(sweep.reproduction.get("claim", sweep.description or sweep.name))
 
 
+KEPT = re.compile(r"^\*Kept as written on (\d{4}-\d\d-\d\d):.*?\*\n\n", flags=re.M | re.S)
+AS_OF = re.compile(r" \(as of \d{4}-\d\d-\d\d\)$")
+
+
+@dataclass
+class WrittenReport:
+    """What a report already written says: its date, each claim's section (heading → text, from its
+    ``## `` line up to the next) and verdict (claim → the summary table's verdict)."""
+
+    date: str
+    sections: dict[str, str]
+    verdicts: dict[str, str]
+
+    @classmethod
+    def read(cls, text: str) -> WrittenReport:
+        generated = re.search(r" on (\d{4}-\d\d-\d\d), from the committed", text)
+        head, *rest = text.split("\n## ")
+        sections = {part.split("\n", 1)[0].strip(): "## " + part.rstrip("\n") + "\n" for part in rest}
+        verdicts = {}
+        for line in head.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("| ") and len(cells) == 2 and cells != ["claim", "verdict"]:
+                verdicts[cells[0]] = cells[1]
+        return cls(generated.group(1) if generated else "an earlier date", sections, verdicts)
+
+    def finished(self, heading: str) -> int | None:
+        """The number of finished runs the claim's section counts (None: no such section)."""
+        found = re.search(r"^(\d+) of \d+ runs finished", self.sections.get(heading, ""), flags=re.M)
+        return int(found.group(1)) if found else None
+
+
 def finished_in_report(text: str) -> dict[str, int]:
     """claim heading → the number of finished runs its section of a written report counts."""
-    counts = {}
-    for section in text.split("\n## ")[1:]:
-        heading = section.split("\n", 1)[0].strip()
-        found = re.search(r"^(\d+) of \d+ runs finished", section, flags=re.M)
-        if found:
-            counts[heading] = int(found.group(1))
-    return counts
+    written = WrittenReport.read(text)
+    return {h: n for h in written.sections if (n := written.finished(h)) is not None}
 
 
-def _check_nothing_is_lost(out: Path, sweeps: list[Sweep]) -> None:
-    """A report written from runs that are gone (a fresh clone without runs/ or records) would replace its
-    numbers with 'not run': refuse, before any figure is drawn, when a section would count fewer finished
-    runs than the report already has."""
-    before = finished_in_report(out.read_text())
-    lost = []
-    for sweep in sweeps:
-        now = sum(len(g.finished) for settings in sweep_groups(sweep).values() for g in settings.values())
-        had = before.get(_heading(sweep))
-        if had is not None and now < had:
-            lost.append(f"'{_heading(sweep)}' ({sweep.source or sweep.name}): {had} finished runs in {out}, {now} here")
-    if lost:
-        raise ConfigError(
-            f"{out} would lose results: "
-            + "; ".join(lost)
-            + ". The runs it was written from are not in runs/ or in the specs' records (results/); restore them, "
-            "or pass --allow-fewer to write the report from what is here"
-        )
+def _finished_here(sweep: Sweep) -> int:
+    return sum(len(g.finished) for settings in sweep_groups(sweep).values() for g in settings.values())
+
+
+def kept_section(sweep: Sweep, written: WrittenReport) -> tuple[str, str] | None:
+    """A section of the written report whose runs are gone (a fresh clone without runs/, a spec whose records
+    do not hold them all) would replace its numbers with fewer or 'not run': it is kept as written, with its
+    figures and verdict, and says so (section, verdict). None: regenerate it from the runs found here."""
+    heading = _heading(sweep)
+    had = written.finished(heading)
+    if had is None:
+        return None
+    now = _finished_here(sweep)
+    if now >= had:
+        return None
+    section = written.sections[heading]
+    earlier = KEPT.search(section)
+    date = earlier.group(1) if earlier else written.date
+    section = KEPT.sub("", section, count=1)
+    title, body = section.split("\n\n", 1)
+    label = (
+        f"*Kept as written on {date}: that report counted {had} finished runs of this spec, and {now} are in "
+        f"runs/ and the spec's records now. Re-run the sweep (the command below) to regenerate this section; "
+        f"`--allow-fewer` writes it from what is here.*"
+    )
+    verdict_then = AS_OF.sub("", written.verdicts.get(heading, "not run"))
+    return f"{title}\n\n{label}\n\n{body}", f"{verdict_then} (as of {date})"
 
 
 def write_reproduction(specs: list[Path], out: Path, img_dir: Path | None = None, allow_fewer: bool = False) -> str:
-    """Write the report (``out``) and its figures (``img_dir``, default ``out``'s folder / img). Refuses to
-    replace a report whose sections count more finished runs than are found now, unless ``allow_fewer``."""
+    """Write the report (``out``) and its figures (``img_dir``, default ``out``'s folder / img). A section of
+    an existing ``out`` that counts more finished runs than are found now is kept as written (kept_section),
+    unless ``allow_fewer``."""
     img_dir = img_dir or out.parent / "img"
     sweeps = [load_sweep(p) for p in specs]
     missing = [str(p) for p, s in zip(specs, sweeps, strict=True) if not s.reproduction]
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no [reproduction] table (claim, source, metric, expect)")
-    if not allow_fewer and out.exists():
-        _check_nothing_is_lost(out, sweeps)
+    written = WrittenReport.read(out.read_text()) if out.exists() and not allow_fewer else None
     sections, verdicts = [], []
     for sweep in sweeps:
-        section, result = claim_section(sweep, img_dir, out.parent)
+        kept = kept_section(sweep, written) if written is not None else None
+        section, result = kept or claim_section(sweep, img_dir, out.parent)
         sections.append(section)
         verdicts.append((sweep, result))
     today = datetime.date.today().isoformat()
@@ -387,14 +409,16 @@ def write_reproduction(specs: list[Path], out: Path, img_dir: Path | None = None
         "directories they produce (`runs/sweeps/...`, not in git) or, for a spec with `records`, the committed",
         "records of its finished runs (`results/sweeps/...`). Every number below comes from a run of the",
         "spec named in its section; verdicts are computed from the spec's comparisons (means over the",
-        "finished seeds; a difference inside one std is flagged) and explained in its note.",
+        "finished seeds; a difference inside one std is flagged) and explained in its note. A section whose",
+        "runs are not all here any more is kept as an earlier report wrote it, and says so (its verdict",
+        "carries that report's date).",
         "",
-        f"Machine that wrote this report (the runs' machine unless a section says otherwise): {_machine()}.",
+        f"Machine that wrote this report: {machine()}. Each section names the machines its runs were trained on.",
         "",
         "| claim | verdict |",
         "|---|---|",
     ]
-    head += [f"| {s.reproduction.get('claim', s.name)} | {v} |" for s, v in verdicts]
+    head += [f"| {_heading(s)} | {v} |" for s, v in verdicts]
     text = "\n".join(head) + "\n\n" + "\n".join(sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -409,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-fewer",
         action="store_true",
-        help="replace OUT even where a section would count fewer finished runs than it has (default: refuse)",
+        help="write every section from the runs found here, even where OUT's section counts more finished runs "
+        "(default: keep such a section as written, labelled)",
     )
     args = parser.parse_args(argv)
     try:

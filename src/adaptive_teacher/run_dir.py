@@ -60,11 +60,26 @@ CHECKPOINT_KEYS = ("student", "opt_student", "step", "reward_calls", "history", 
 BUDGET_FIELDS = ("reward_calls", "iterations")
 
 
+def machine() -> str:
+    """This machine in one line (CPU model, cores, Python, torch), as a report names it."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+
+
 @functools.cache
 def code_version() -> dict[str, Any]:
     """The library's version and, when it runs from a git checkout, the commit (``+dirty`` with uncommitted
-    changes to src/), or from a ``git archive`` of one, its commit: recorded in config.json (not in the
-    fingerprint) so a result can be traced to its code."""
+    changes to src/), or from a ``git archive`` of one, its commit, and the machine: recorded in config.json
+    (not in the fingerprint) so a result can be traced to its code and hardware."""
     from adaptive_teacher import __version__
 
     src = Path(__file__).resolve().parent
@@ -85,7 +100,7 @@ def code_version() -> dict[str, Any]:
 
         if not COMMIT.startswith("$"):
             commit = f"{COMMIT[:12]} (git archive)"
-    return {"version": __version__, "commit": commit}
+    return {"version": __version__, "commit": commit, "machine": machine()}
 
 
 def fingerprint(task: dict[str, Any], config: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
