@@ -48,6 +48,19 @@ def test_task_settings_follow_the_official_settings_yaml():
         validate(resolve_config("tb", "diffusion", policy="ssr"))
 
 
+def test_options_the_string_policy_or_task_would_ignore_are_errors_or_take_effect():
+    from adaptive_teacher.config import validate
+
+    with pytest.raises(ConfigError, match="layers sets the depth of the MLP policy.*policy mlp"):
+        validate(resolve_config("tb", "strings", {"name": "tfbind8"}, layers=3))
+    validate(resolve_config("tb", "strings", {"name": "tfbind8"}, layers=3, policy="mlp"))
+    assert resolve_config("tb-ls", "strings", {"name": "rna1"}).ls_back_steps == 7  # the task's k ...
+    ratio = resolve_config("tb-ls", "strings", {"name": "rna1"}, ls_back_ratio=0.25)
+    assert (ratio.ls_back_steps, ratio.ls_back_ratio) == (None, 0.25)  # ... unless a ratio is asked for
+    with pytest.raises(ConfigError, match="ls_back_ratio or ls_back_steps, not both"):
+        resolve_config("tb-ls", "strings", {"name": "rna1"}, ls_back_ratio=0.25, ls_back_steps=2)
+
+
 def test_budgets_are_rounds_of_32_reward_calls():
     assert default_budget(make_string_task("qm9")) == {"reward_calls": 32_000}
     assert default_budget(tfbind8()) == {"reward_calls": 64_000}
@@ -181,6 +194,7 @@ def test_tfbind8_teacher_trains_and_reports_the_string_metrics(tmp_path):
     assert s["reward_calls"] == 640 and s["n_modes"] == 328 and 0 <= s["modes_found"] <= 328
     assert abs(s["log_Z_true"] - 8.3350) < 1e-3 and math.isfinite(s["log_Z_is"]) and math.isfinite(s["eubo"])
     assert s["elbo"] <= s["log_Z_true"] + 1e-6 <= s["eubo"] + 2e-6  # ELBO <= log Z <= EUBO (exact targets)
+    assert s["log_Z_error"] == pytest.approx(abs(s["log_Z"] - s["log_Z_true"]), abs=1e-9)
     assert 0 <= s["mode_mass"] <= 1 and 0 <= s["l1"] <= 2 and -1 <= s["pearson"] <= 1
     assert 0.001 <= s["top100_r"] <= 1.0 and 0 < s["top100_diversity"] <= 8
     assert 0 <= s["onpolicy_modes"] <= 328 and 0.001 <= s["mean_r"] <= 1.0
@@ -191,6 +205,99 @@ def test_tfbind8_teacher_trains_and_reports_the_string_metrics(tmp_path):
     assert torch.equal(resumed.modes.top_states, top)
     resumed.train()
     assert float(env.log_reward(resumed.modes.top_states).min()) >= float(env.log_reward(top).min())
+
+
+def _hand_gafn_delta(env, policy, rnd, states, actions, length) -> float:
+    """GAFN's augmented TB residual of one string trajectory, state by state (Pan et al., 2023): the stop at
+    length L is forced, so the move into x keeps its plain P_B and r(x) joins R(x)."""
+    import torch.nn.functional as F
+
+    def log_pf_and_flow(s):
+        out = policy.outputs(env, s[None])
+        logits = out.forward.masked_fill(~env.forward_mask(s[None]), -math.inf)
+        return F.log_softmax(logits, -1)[0].detach(), float(out.log_flow[0].detach())
+
+    def r(s):
+        return 0.01 * float(rnd.error(env.features(s[None]))[0].detach())
+
+    log_pf = sum(float(log_pf_and_flow(states[t])[0][actions[t]]) for t in range(length))
+    x, edges = states[length - 1], 0.0
+    for t in range(1, length):  # the moves s_{t-1} -> s_t; transition length-1 is the stop at x
+        p_b = 1.0 / int(env.backward_mask(states[t][None]).sum())
+        if t == length - 1:
+            edges += math.log(p_b)
+        else:
+            edges += math.log(p_b + r(states[t]) / math.exp(log_pf_and_flow(states[t])[1]))
+    log_r = float(env.log_reward(x[None])[0])
+    return math.log(math.exp(log_r) + r(x) + 1e-8) + edges - float(policy.log_Z.detach()) - log_pf
+
+
+@pytest.mark.parametrize("policy", ["ssr", "mlp"])
+def test_gafn_on_strings_is_the_augmented_tb_of_its_formula(policy):
+    from adaptive_teacher.objectives import gafn_trajectory_balance
+    from adaptive_teacher.sources import RandomNetworkDistillation
+
+    env = at.SequenceEnv("AB", 3, lambda x: 0.1 + (x == 0).sum(-1).double())
+    cfg = resolve_config(
+        "gafn", "strings", None, reward_calls=64, hidden=16, policy=policy, buffer_size=8, progress=False
+    )
+    trainer = Trainer(env, cfg)
+    model = trainer.student
+    assert model.flow_head and isinstance(model, SSRPolicy) == (policy == "ssr")
+    torch.manual_seed(4)
+    with torch.no_grad():
+        model.log_Z.fill_(0.3)
+    rnd = RandomNetworkDistillation(env.n_features, scale=0.01)
+    traj = env.with_rewards(env.rollout(model, 6))
+    intrinsic, forced_stop, _ = rnd.on_trajectories(env, traj)
+    assert bool(forced_stop.all()) and bool((intrinsic[:, : env.length + 1] > 0).all())
+    _, delta = gafn_trajectory_balance(env.log_probs(model, traj), model.log_Z, traj.log_reward, intrinsic, forced_stop)
+    delta = delta.detach()
+    for i in range(len(traj.lengths)):
+        want = _hand_gafn_delta(env, model, rnd, traj.states[i], traj.actions[i].tolist(), int(traj.lengths[i]))
+        assert float(delta[i]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    plain = env.log_probs(model, traj)
+    tb = (traj.log_reward.to(delta.dtype) + plain.log_pb.sum(1) - model.log_Z - plain.log_pf.sum(1)).detach()
+    assert not torch.allclose(delta, tb)  # the intrinsic rewards change the residual ...
+    zero = torch.zeros_like(intrinsic)
+    _, without = gafn_trajectory_balance(plain, model.log_Z, traj.log_reward, zero, forced_stop)
+    assert torch.allclose(without.detach(), tb, atol=1e-5)  # ... and without them it is plain TB
+
+
+def test_gafn_and_the_mlp_policy_train_on_tfbind8(tmp_path):
+    from adaptive_teacher.metrics.exact import ExactEvaluator
+    from adaptive_teacher.policies import DiscretePolicy
+
+    env = tfbind8()
+    run = at.train(env, "gafn", reward_calls=192, hidden=16, n_evals=1, progress=False, out=tmp_path / "gafn")
+    rnd_before = at.Trainer(env, run.trainer.cfg).rnd
+    assert run.trainer.rnd is not None and isinstance(run.trainer.student, SSRPolicy)
+    predictor = dict(run.trainer.rnd.named_parameters())
+    assert any(not torch.equal(p, predictor[n]) for n, p in rnd_before.named_parameters() if n in predictor)
+    assert math.isfinite(run.summary["l1"]) and 0 <= run.summary["modes_found"] <= 328
+    mlp = at.train(env, "tb", reward_calls=192, hidden=16, policy="mlp", n_evals=1, progress=False)
+    assert isinstance(mlp.trainer.student, DiscretePolicy) and mlp.trainer.cfg.policy == "mlp"
+    p = ExactEvaluator(env).distribution(mlp.trainer.student)
+    assert abs(float(p.sum()) - 1) < 1e-9 and mlp.summary["l1"] == pytest.approx(
+        float((p - ExactEvaluator(env).target).abs().sum()), abs=1e-6
+    )
+
+
+def test_a_molecule_run_without_rdkit_finishes_and_says_how_to_get_the_picture(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from adaptive_teacher.biochem import qm9
+
+    env = qm9()
+    for name in [m for m in sys.modules if m == "rdkit" or m.startswith("rdkit.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "rdkit", None)
+    run = at.train(env, "tb", reward_calls=64, hidden=8, n_evals=1, progress=False, out=tmp_path / "qm9")
+    err = capsys.readouterr().err
+    assert "no picture of the top molecules" in err and "pip install 'adaptive-teacher[chem]'" in err
+    assert run.summary["top100_diversity"] is None and run.summary["top100_r"] > 0
+    assert (tmp_path / "qm9" / "modes.png").exists() and not (tmp_path / "qm9" / "top_molecules.png").exists()
+    assert (tmp_path / "qm9" / "summary.json").exists()
 
 
 def test_string_tasks_on_the_command_line(tmp_path, capsys):

@@ -151,6 +151,31 @@ def test_ssr_logits_are_the_plain_scorer_on_state_child_pairs():
     assert torch.allclose(blocks.forward, logits, atol=1e-6) and torch.allclose(blocks.log_flow, out.log_flow.detach())
 
 
+@pytest.mark.parametrize(("a", "n"), SIZES, ids=IDS)
+def test_ssr_probabilities_are_normalised_over_the_unique_children(a, n):
+    """P_F(·|s) of the SSR policy puts all its mass on the distinct children of s (and stop at length L), each
+    reached by exactly one action, whatever the network's weights."""
+    env = tiny(a, n)
+    torch.manual_seed(1)
+    model = SSRPolicy(env.n_features, hidden=16)
+    states = env.enumerate_states()
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.mul_(3.0)  # sharply non-uniform probabilities
+        logits = model.outputs(env, states).forward
+    p = torch.softmax(logits.double().masked_fill(~env.forward_mask(states), -math.inf), -1)
+    assert torch.allclose(p.sum(1), torch.ones(len(states), dtype=torch.float64))
+    kids, exists = env.children(states)
+    words = env.to_strings(states)
+    for i, w in enumerate(words):
+        moves = (p[i, : env.stop] > 0).nonzero().squeeze(1)
+        reached = env.to_strings(kids[i, moves]) if len(moves) else []
+        want = {c + w for c in env.alphabet} | {w + c for c in env.alphabet} if len(w) < n else set()
+        assert len(reached) == len(set(reached)) and set(reached) == want, w
+        assert (float(p[i, env.stop]) == 1.0) == (len(w) == n) and (len(w) == n or float(p[i, env.stop]) == 0.0)
+        assert bool(exists[i, moves].all())
+
+
 def test_ssr_exact_evaluator_agrees_with_the_generic_dp():
     env = tiny(3, 4)
     torch.manual_seed(0)

@@ -254,8 +254,15 @@ def resolve_config(
         raise ConfigError(
             f"{option('protocol')} must be one of {', '.join(fam.protocols)} for {family} tasks (got {protocol!r})"
         )
+    if "ls_back_ratio" in given and "ls_back_steps" in given:
+        raise ConfigError(
+            f"give one depth of the back-and-forth local search: {option('ls_back_ratio')} or "
+            f"{option('ls_back_steps')}, not both"
+        )
     per_task = fam.task_defaults(task) if task is not None and fam.task_defaults is not None else {}
     settings = {**fam.defaults, **per_task, **fam.protocols[protocol], **fam.presets[method], **given}
+    if "ls_back_ratio" in given:  # the ratio a user asks for replaces a family's or task's k
+        settings["ls_back_steps"] = None
     return replace(TrainConfig(method=method, family=family), **settings)
 
 
@@ -305,6 +312,7 @@ def _check_family(cfg: TrainConfig) -> None:
 
 
 MAX_SEED = 2**63 - 1
+LAYERS_DEFAULT = next(f.default for f in fields(TrainConfig) if f.name == "layers")
 
 
 def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
@@ -366,6 +374,11 @@ def validate(cfg: TrainConfig, n_terminal_states: int | None = None) -> None:
         (cfg.teacher_lr is None or cfg.teacher_lr > 0, f"{o('teacher_lr')} must be > 0 (got {cfg.teacher_lr})"),
         (cfg.hidden >= 1, f"{o('hidden')} must be >= 1 (got {cfg.hidden})"),
         (cfg.layers >= 1, f"{o('layers')} must be >= 1 (got {cfg.layers})"),
+        (
+            cfg.policy != "ssr" or cfg.layers == LAYERS_DEFAULT,
+            f"{o('layers')} sets the depth of the MLP policy; the SSR policy has one hidden layer in its encoder "
+            f"and one in its scorer (Kim et al.'s settings): drop {o('layers')} or use {o('policy')} mlp",
+        ),
         (cfg.n_evals >= 1, f"{o('n_evals')} must be >= 1 (got {cfg.n_evals})"),
         (cfg.threads is None or cfg.threads >= 1, f"{o('threads')} must be >= 1 (got {cfg.threads})"),
         (not (cfg.gafn and cfg.teacher), f"{o('gafn')} cannot be combined with a Teacher"),

@@ -6,7 +6,8 @@ reward r = max(raw, 0.001) (``mean_r``, against the target's E[r]), the ELBO = m
 importance-weighted log Ẑ = log-mean-exp w (their "estimated logZ"), with w = log R + Σ log P_B − Σ log P_F.
 On exact target samples (the shipped ones of sEH at β = 6 and L14-RNA1 at β = 40; drawn from the enumerated
 target for QM9 and TFBind8), each with one P_B trajectory: the EUBO = mean w and the Pearson correlation of
-Σ log P_F(τ) with log R(x) (their Metric 3). Where the space can be enumerated (QM9, TFBind8) also the exact
+Σ log P_F(τ) with log R(x) (their Metric 3). Where log Z is known, the exact error of the learned one,
+``log_Z_error`` = |log Z_θ − log Z|. Where the space can be enumerated (QM9, TFBind8) also the exact
 L1 = Σ_x |p(x) − p*(x)| and the exact probability mass on the mode set, every ``exact_every`` evaluations
 and at the end (none of these three is in the official code). There the Student's P_F is
 first tabulated on every state in one pass (``ExactEvaluator.action_probs``), and the samples, their weights
@@ -31,6 +32,7 @@ class StringEvaluator:
         "elbo",
         "log_Z_is",
         "log_Z_true",
+        "log_Z_error",
         "delta_log_Z_is",
         "eubo",
         "pearson",
@@ -73,6 +75,8 @@ class StringEvaluator:
         row["mean_r"] = float(raw(x).mean()) if raw is not None else None
         row["elbo"], row["log_Z_is"], row["log_Z_true"] = bounds["elbo"], bounds["log_Z_is"], bounds["log_Z"]
         row["delta_log_Z_is"] = bounds["delta_log_Z_is"]
+        if bounds["log_Z"] is not None:  # the exact log Z error of the learned log Z, as on the grid
+            row["log_Z_error"] = abs(float(log_Z) - float(bounds["log_Z"]))
         if self.target is not None:
             row.update(self._on_target(policy))
         if self.exact is not None and (final or self.evaluations % self.exact_every == 0):
