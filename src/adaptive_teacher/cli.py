@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="mirror each run's metrics: tensorboard, wandb or tensorboard,wandb (default: the spec's)",
     )
+    swp.add_argument(
+        "--device",
+        default=None,
+        help="train every run on this device, cpu or cuda (cuda:N); not part of a run's identity, so finished "
+        "runs and records are still reused and interrupted ones resume (default: the spec's)",
+    )
     swp.add_argument("--no-report", action="store_true", help="do not write OUT/report at the end")
 
     from adaptive_teacher import report
@@ -352,11 +358,15 @@ def _sweep(args: argparse.Namespace) -> int:
     sweep = select_runs(
         load_sweep(args.spec, out=args.out, check_device=args.executor != "ray", records=records), args.only
     )
-    if args.log is not None:
+    if args.log is not None or args.device is not None:
+        from dataclasses import replace
+
         for run in sweep.runs:
             assert run.cfg is not None
-            run.cfg.log = args.log
-            validate(run.cfg)
+            run.cfg.log = args.log if args.log is not None else run.cfg.log
+            run.cfg.device = args.device if args.device is not None else run.cfg.device
+            # on Ray the device is checked where the run executes, as load_sweep does
+            validate(run.cfg if args.executor != "ray" else replace(run.cfg, device="cpu"))
     try:
         records = run_sweep(sweep, args.jobs, args.threads, args.executor, args.address, dry_run=args.dry_run)
     finally:
