@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from adaptive_teacher import run_dir
-from adaptive_teacher.reproduction import KEPT, Comparison, verdict, write_reproduction
+from adaptive_teacher.reproduction import KEPT, Comparison, WrittenReport, verdict, write_reproduction
 from adaptive_teacher.sweep import load_sweep, run_sweep
 
 GRID = {"name": "deceptive-grid", "dim": 2, "height": 8}
@@ -99,12 +99,28 @@ def test_the_report_uses_only_the_specs_runs_and_computes_its_verdict(tmp_path, 
     shutil.rmtree(tmp_path / "runs")
     mtime = images[0].stat().st_mtime_ns
     written = text.split("\n## ", 1)[1]
-    for _ in range(2):
+    today = text.split(" on ", 1)[1][:10]
+    out.write_text(text.replace(f" on {today}, from the committed", " on 2000-01-02, from the committed"))
+    for _ in range(2):  # the label keeps the date of the report the section was written in
         again = write_reproduction([Path("sweeps/tiny.toml")], out)
         assert again.count("*Kept as written on ") == 1 and images[0].stat().st_mtime_ns == mtime
-        today = text.split(" on ", 1)[1][:10]
-        assert f"*Kept as written on {today}: that report counted 4 finished runs of this spec, and 0 are in" in again
-        assert f"| The Teacher beats TB and GAFN on L1 | {expected}" in again and f"(as of {today}) |" in again
+        assert "*Kept as written on 2000-01-02: that report counted 4 finished runs of this spec, and 0 are" in again
+        assert f"| The Teacher beats TB and GAFN on L1 | {expected}" in again and again.count("(as of ") == 1
+        assert "(as of 2000-01-02) |" in again and f" on {today}, from the committed" in again
         assert again.split("\n## ", 1)[1].replace(KEPT.search(again).group(0), "") == written
+    out.write_text(text.replace(f" on {today}, from the committed", ", from the committed"))  # no date
+    for _ in range(2):
+        again = write_reproduction([Path("sweeps/tiny.toml")], out)
+        assert again.count("*Kept as written on an earlier date: ") == 1 and again.count("(as of ") == 1
     assert "0 of 5 runs finished" in write_reproduction([Path("sweeps/tiny.toml")], out, allow_fewer=True)
-    assert "Kept as written" not in out.read_text()
+    assert "Kept as written" not in out.read_text() and "(as of " not in out.read_text()
+
+
+def test_a_written_report_is_read_back_with_escaped_pipes_and_without_a_date():
+    text = (
+        "# Reproduction report\n\n| claim | verdict |\n|---|---|\n| A \\| B beats C | reproduced |\n\n"
+        "## A | B beats C\n\n*Source:* x.\n\n3 of 4 runs finished (1 unfinished).\n"
+    )
+    written = WrittenReport.read(text)
+    assert written.verdicts == {"A | B beats C": "reproduced"} and written.finished("A | B beats C") == 3
+    assert written.date == "an earlier date" and written.finished("another claim") is None

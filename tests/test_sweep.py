@@ -380,23 +380,25 @@ def test_the_local_executor_never_imports_ray_and_log_reaches_every_run(tmp_path
 
 
 def test_sweep_device_trains_every_run_there_and_keeps_reusing_finished_ones(tmp_path, capsys):
+    import torch
+
     from adaptive_teacher.cli import run as cli_run
     from adaptive_teacher.run_dir import read_json
 
     spec, out = tmp_path / "spec.toml", tmp_path / "out"
-    _write_spec(spec, _spec(methods=["tb"], seeds=[0]))
+    raw = _spec(methods=["tb"], seeds=[0])
+    raw["options"]["device"] = "cuda"  # a spec written for a GPU machine ...
+    _write_spec(spec, raw)
     args = ["sweep", str(spec), "--out", str(out), "--threads", "1", "--no-report"]
-    assert cli_run(args + ["--device", "cpu"]) == 0
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
+            cli_run(args + ["--dry-run"])
+    assert cli_run(args + ["--device", "cpu"]) == 0  # ... runs here with --device cpu
     (config,) = out.rglob("config.json")
     assert read_json(config, "run")["config"]["device"] == "cpu"
     capsys.readouterr()
     assert cli_run(args + ["--device", "cpu", "--dry-run"]) == 0  # the device is not part of a run's identity
     assert "1 finished earlier, 0 to run" in capsys.readouterr().err
-    import torch
-
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
-            cli_run(args + ["--device", "cuda", "--dry-run"])
 
 
 @pytest.mark.parametrize(

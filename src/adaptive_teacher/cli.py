@@ -356,7 +356,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
     records = False if args.no_records else args.records
     sweep = select_runs(
-        load_sweep(args.spec, out=args.out, check_device=args.executor != "ray", records=records), args.only
+        load_sweep(
+            args.spec,
+            out=args.out,
+            check_device=args.executor != "ray" and args.device is None,  # --device is checked below
+            records=records,
+        ),
+        args.only,
     )
     if args.log is not None or args.device is not None:
         from dataclasses import replace

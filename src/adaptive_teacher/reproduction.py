@@ -317,8 +317,9 @@ def _heading(sweep: Sweep) -> str:
     return str(sweep.reproduction.get("claim", sweep.description or sweep.name))
 
 
-KEPT = re.compile(r"^\*Kept as written on (\d{4}-\d\d-\d\d):.*?\*\n\n", flags=re.M | re.S)
-AS_OF = re.compile(r" \(as of \d{4}-\d\d-\d\d\)$")
+KEPT = re.compile(r"^\*Kept as written on ([^:*\n]+):.*?\*\n\n", flags=re.M | re.S)
+AS_OF = re.compile(r" \(as of [^()]+\)$")
+CELL = re.compile(r"(?<!\\)\|")  # a table cell boundary: a | that is not escaped
 
 
 @dataclass
@@ -337,7 +338,7 @@ class WrittenReport:
         sections = {part.split("\n", 1)[0].strip(): "## " + part.rstrip("\n") + "\n" for part in rest}
         verdicts = {}
         for line in head.splitlines():
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            cells = [c.strip().replace("\\|", "|") for c in CELL.split(line.strip())[1:-1]]
             if line.startswith("| ") and len(cells) == 2 and cells != ["claim", "verdict"]:
                 verdicts[cells[0]] = cells[1]
         return cls(generated.group(1) if generated else "an earlier date", sections, verdicts)
@@ -348,10 +349,8 @@ class WrittenReport:
         return int(found.group(1)) if found else None
 
 
-def finished_in_report(text: str) -> dict[str, int]:
-    """claim heading → the number of finished runs its section of a written report counts."""
-    written = WrittenReport.read(text)
-    return {h: n for h in written.sections if (n := written.finished(h)) is not None}
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def _finished_here(sweep: Sweep) -> int:
@@ -362,7 +361,7 @@ def kept_section(sweep: Sweep, written: WrittenReport) -> tuple[str, str] | None
     """A section of the written report whose runs are gone (a fresh clone without runs/, a spec whose records
     do not hold them all) would replace its numbers with fewer or 'not run': it is kept as written, with its
     figures and verdict, and says so (section, verdict). None: regenerate it from the runs found here."""
-    heading = _heading(sweep)
+    heading = _heading(sweep).strip()
     had = written.finished(heading)
     if had is None:
         return None
@@ -418,7 +417,7 @@ def write_reproduction(specs: list[Path], out: Path, img_dir: Path | None = None
         "| claim | verdict |",
         "|---|---|",
     ]
-    head += [f"| {_heading(s)} | {v} |" for s, v in verdicts]
+    head += [f"| {_cell(_heading(s))} | {_cell(v)} |" for s, v in verdicts]
     text = "\n".join(head) + "\n\n" + "\n".join(sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -61,7 +61,7 @@ BUDGET_FIELDS = ("reward_calls", "iterations")
 
 
 def machine() -> str:
-    """This machine in one line (CPU model, cores, Python, torch), as a report names it."""
+    """This machine in one line (CPU model, cores, GPUs if CUDA sees any, Python, torch), as a report names it."""
     import platform
 
     import torch
@@ -72,7 +72,12 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    gpus = ""
+    with contextlib.suppress(RuntimeError, AssertionError):
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            gpus = ", GPU " + " + ".join(names)
+    return f"{cpu}, {os.cpu_count()} cores{gpus}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
 @functools.cache

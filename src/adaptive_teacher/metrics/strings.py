@@ -32,13 +32,13 @@ class StringEvaluator:
         "elbo",
         "log_Z_is",
         "log_Z_true",
-        "log_Z_error",
         "delta_log_Z_is",
         "eubo",
         "pearson",
         "l1",
         "l1_mean",
         "mode_mass",
+        "log_Z_error",
     )
 
     def __init__(self, env, cfg):
